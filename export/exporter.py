@@ -1,0 +1,264 @@
+"""`cifar10 export`: a checkpoint -> one self-describing, verified `.onnx` file.
+
+Sections: load the checkpoint, wrap the net so the graph takes raw pixels, export, verify against
+PyTorch through onnxruntime, write metadata, and only then move the file into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..runtime import contract as C
+from ..runtime.dataset import load_cifar10
+from ..train.model import AirNet
+from ..train.persist import CheckpointError, load_checkpoint
+
+MIN_AGREEMENT = 0.999  # top-1 agreement between PyTorch and onnxruntime, fp32
+MAX_ACC_DIFF = 0.001  # accuracy difference, as a fraction (0.1 points)
+
+
+class ExportError(RuntimeError):
+    """Export refused; the message says which check failed and by how much."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder (uses its model.pt, else last.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.pt", "last.pt"):
+            if (path / name).exists():
+                return path / name
+        raise CheckpointError(f"{path}: run folder has no model.pt or last.pt (did training finish?)")
+    return path
+
+
+def load_model(path: Path) -> tuple[AirNet, dict[str, Any]]:
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != "cifar10kit-checkpoint":
+        if "model" in ckpt and "config" in ckpt:  # an unfinished run's last.pt
+            cfg = ckpt["config"]
+            ckpt = dict(ckpt, widths=cfg["widths"], class_names=list(C.CIFAR10_CLASSES),
+                        mean=list(C.CIFAR10_MEAN), std=list(C.CIFAR10_STD), dataset="CIFAR-10",
+                        tta=cfg.get("tta", "none"))  # fmt: skip
+        else:
+            raise CheckpointError(f"{path}: not a cifar10kit checkpoint (no model weights and config)")
+    model = AirNet(tuple(ckpt["widths"]), len(ckpt["class_names"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()
+        raise CheckpointError(
+            f"{path}: weights do not fit {model.arch} with {len(ckpt['class_names'])} classes ({first})"
+        ) from None
+    return model.eval(), ckpt
+
+
+# ----------------------------------------------------------------------------------------------
+# The deployable graph: uint8 NHWC pixels in, probabilities and class maps out
+
+
+class Deployable(nn.Module):
+    def __init__(self, net: AirNet, mean, std, tta: str = "none"):
+        super().__init__()
+        if tta not in ("none", "flip"):
+            raise ValueError(f"--tta {tta!r}: the exported graph supports none or flip")
+        self.net, self.tta = net, tta
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+        feats = self.net.features(x)
+        logits, cam = self.net.classify(feats), self.net.class_maps(feats)
+        if self.tta == "flip":
+            mirrored = self.net.features(x.flip(-1))
+            logits = 0.5 * (logits + self.net.classify(mirrored))
+            cam = 0.5 * (cam + self.net.class_maps(mirrored).flip(-1))
+        return F.softmax(logits, dim=1), cam
+
+
+def _torch_export(module: nn.Module, path: Path) -> None:
+    example = torch.zeros(2, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=[C.INPUT_NAME],
+        output_names=[C.OUTPUT_PROBS, C.OUTPUT_CAM],
+        dynamic_shapes={"pixels": {0: batch}},
+        opset_version=C.OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification: PyTorch and onnxruntime on the same images
+
+
+@dataclass
+class Verification:
+    n: int
+    max_abs_diff: float
+    agreement: float
+    torch_accuracy: float | None
+    onnx_accuracy: float | None
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.agreement < MIN_AGREEMENT:
+            out.append(f"top-1 agreement {self.agreement:.4%} < {MIN_AGREEMENT:.1%}")
+        if self.torch_accuracy is not None and abs(self.torch_accuracy - self.onnx_accuracy) > MAX_ACC_DIFF:
+            out.append(
+                f"accuracy {self.onnx_accuracy:.4f} (onnxruntime) vs {self.torch_accuracy:.4f} (PyTorch)"
+            )
+        return out
+
+
+def _ort_probs(path: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate(
+        [sess.run([C.OUTPUT_PROBS], {C.INPUT_NAME: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)]
+    )
+
+
+@torch.no_grad()
+def _torch_probs(module: nn.Module, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    return np.concatenate(
+        [module(torch.from_numpy(pixels[i : i + batch]))[0].numpy() for i in range(0, len(pixels), batch)]
+    )
+
+
+def verify(module: nn.Module, path: Path, pixels: np.ndarray, labels: np.ndarray | None) -> Verification:
+    p_torch, p_ort = _torch_probs(module, pixels), _ort_probs(path, pixels)
+    top_t, top_o = p_torch.argmax(1), p_ort.argmax(1)
+    acc = (lambda top: float((top == labels).mean())) if labels is not None else (lambda top: None)
+    return Verification(
+        n=len(pixels),
+        max_abs_diff=float(np.abs(p_torch - p_ort).max()),
+        agreement=float((top_t == top_o).mean()),
+        torch_accuracy=acc(top_t),
+        onnx_accuracy=acc(top_o),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata and the whole export
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    data_dir: str | None = None,
+    tta: str | None = None,
+    verify_n: int = 0,
+    log=print,
+) -> dict[str, Any]:
+    """Export, verify and write `output`; returns the metadata and verification figures.
+
+    verify_n: images of the CIFAR-10 test set to check (0 = all 10,000). For checkpoints trained
+    on other data, or with no CIFAR-10 at hand, random pixels still check agreement."""
+    from .. import __version__
+
+    ckpt_path = resolve_checkpoint(checkpoint)
+    net, ckpt = load_model(ckpt_path)
+    tta = tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")
+    module = Deployable(net, ckpt["mean"], ckpt["std"], tta).eval()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    pixels, labels, test_set = _verification_set(ckpt, data_dir, verify_n, log)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        log(f"exporting {net.arch} ({ckpt_path}) with TTA {tta}, opset {C.OPSET}")
+        _torch_export(module, raw)
+        model = onnx.load(str(raw))
+        meta = {
+            C.KEY_CONTRACT: C.CONTRACT_VERSION,
+            C.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),
+            C.KEY_INPUT_LAYOUT: C.INPUT_LAYOUT,
+            C.KEY_ARCHITECTURE: net.arch,
+            C.KEY_DATASET: ckpt.get("dataset", "CIFAR-10"),
+            C.KEY_TEST_ACCURACY: "",
+            C.KEY_TEST_SET: test_set,
+            C.KEY_VERSION: __version__,
+            C.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            C.KEY_CHECKPOINT_SHA256: _sha256(ckpt_path),
+            C.KEY_RECIPE: json.dumps({"preset": ckpt.get("config", {}).get("preset"), **ckpt.get("config", {})}),
+            C.KEY_SEED: str(ckpt.get("config", {}).get("seed", "")),
+            C.KEY_TTA: tta,
+            C.KEY_PRECISION: "fp32",
+            C.KEY_EXPORTER: f"cifar10kit {__version__}; torch {torch.__version__}; onnx {onnx.__version__}",
+        }
+        model.doc_string = f"cifar10kit {net.arch}: uint8 NHWC RGB pixels in, class probabilities out"
+        _set_metadata(model, meta)
+        onnx.checker.check_model(model, full_check=True)
+        staged = Path(tmp) / "model.onnx"
+        onnx.save(model, str(staged))
+
+        check = verify(module, staged, pixels, labels)
+        log(
+            f"verified on {check.n} images: max |dp| {check.max_abs_diff:.2e}, "
+            f"top-1 agreement {check.agreement:.4%}"
+            + (f", accuracy {check.onnx_accuracy:.4f} (onnxruntime) / {check.torch_accuracy:.4f} (PyTorch)"
+               if check.onnx_accuracy is not None else "")  # fmt: skip
+        )
+        if problems := check.problems():
+            raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
+        if check.onnx_accuracy is not None:
+            meta[C.KEY_TEST_ACCURACY] = f"{check.onnx_accuracy:.4f}"
+        _set_metadata(model, meta)
+        onnx.save(model, str(staged))
+        os.replace(staged, output)
+    size = output.stat().st_size
+    log(f"wrote {output} ({size / 1e6:.1f} MB)")
+    return {"metadata": meta, "verification": check.__dict__, "bytes": size}
+
+
+def _verification_set(ckpt, data_dir, n, log) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if ckpt.get("dataset", "CIFAR-10") == "CIFAR-10":
+        try:
+            x, y, _ = load_cifar10(data_dir, "test")
+            if n:
+                x, y = x[:n], y[:n]
+            return x, y, f"CIFAR-10 test batch, {len(x)} images"
+        except Exception as e:  # noqa: BLE001 - no dataset here: still check agreement
+            log(f"no CIFAR-10 test data ({e}); verifying agreement on random pixels only")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n or 1000, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
+    return x, None, ""

@@ -1,0 +1,354 @@
+"""Datasets without PyTorch: the official CIFAR-10 batches, and folders of images, one sub-folder a class.
+
+The CIFAR-10 "python version" batches are pickles. Unpickling runs code named by the file, so we
+never call `pickle.load` on them. `read_batch` walks the pickle's opcodes with `pickletools.genops`
+(a parser, it executes nothing) on a tiny stack machine that knows only data opcodes: strings,
+numbers, lists, dicts, tuples. References to callables (GLOBAL, REDUCE, BUILD) become inert records;
+the one shape we accept, numpy's array reconstruction with a uint8 dtype and the right byte count,
+is decoded by hand with `np.frombuffer`. A file that is anything else is rejected with its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickletools
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .contract import CIFAR10_CLASSES
+
+# ----------------------------------------------------------------------------------------------
+# Where the data lives
+
+CIFAR_DIRNAME = "cifar-10-batches-py"
+DATA_ENV = "CIFAR10_DATA"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+# Per-file MD5s of the official release (the same list torchvision publishes).
+FILE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+)  # fmt: skip
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file or folder and what to do."""
+
+
+def default_data_dir() -> Path:
+    """`$CIFAR10_DATA` if set, else ~/.cache/cifar10kit."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "cifar10kit"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The folder holding `cifar-10-batches-py/`; accepts that folder itself too."""
+    root = Path(data_dir) if data_dir else default_data_dir()
+    if root.name == CIFAR_DIRNAME:
+        root = root.parent
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# A pickle reader that executes nothing
+
+
+@dataclass
+class _Global:
+    module: str
+    name: str
+
+
+@dataclass
+class _Call:
+    func: Any
+    args: tuple
+    state: Any = None
+
+
+_MARK = object()
+_STRING_OPS = {"SHORT_BINSTRING", "BINSTRING"}  # Python 2 str: raw bytes, genops decodes latin-1
+_BYTES_OPS = {"SHORT_BINBYTES", "BINBYTES", "BINBYTES8"}
+_UNICODE_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+_INT_OPS = {"BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT"}
+
+
+def _pop_mark(stack: list) -> list:
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is _MARK:
+            items = stack[i + 1 :]
+            del stack[i:]
+            return items
+    raise ValueError("MARK missing")
+
+
+def _parse_pickle(data: bytes) -> Any:
+    """Evaluate the data-only subset of pickle; callables are recorded, never resolved."""
+    stack: list = []
+    memo: dict[int, Any] = {}
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            return stack.pop()
+        if name == "MARK":
+            stack.append(_MARK)
+        elif name in _STRING_OPS:
+            stack.append(arg.encode("latin-1"))
+        elif name in _BYTES_OPS or name in _UNICODE_OPS or name in _INT_OPS:
+            stack.append(arg)
+        elif name == "NONE":
+            stack.append(None)
+        elif name in ("NEWTRUE", "NEWFALSE"):
+            stack.append(name == "NEWTRUE")
+        elif name == "EMPTY_DICT":
+            stack.append({})
+        elif name == "EMPTY_LIST":
+            stack.append([])
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name == "TUPLE":
+            stack.append(tuple(_pop_mark(stack)))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            del stack[-n:]
+            stack.append(items)
+        elif name == "APPEND":
+            item = stack.pop()
+            stack[-1].append(item)
+        elif name == "APPENDS":
+            items = _pop_mark(stack)
+            stack[-1].extend(items)
+        elif name == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            stack[-1][key] = value
+        elif name == "SETITEMS":
+            items = _pop_mark(stack)
+            stack[-1].update(zip(items[::2], items[1::2]))
+        elif name in ("BINPUT", "LONG_BINPUT"):
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+        elif name == "GLOBAL":
+            module, _, attr = arg.partition(" ")
+            stack.append(_Global(module, attr))
+        elif name == "STACK_GLOBAL":
+            attr, module = stack.pop(), stack.pop()
+            stack.append(_Global(module, attr))
+        elif name == "REDUCE":
+            args = stack.pop()
+            stack.append(_Call(stack.pop(), args))
+        elif name == "BUILD":
+            state = stack.pop()
+            if not isinstance(stack[-1], _Call):
+                raise ValueError("BUILD on a plain value")
+            stack[-1].state = state
+        else:
+            raise ValueError(f"unsupported pickle opcode {name}")
+    raise ValueError("no STOP opcode (truncated file?)")
+
+
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+
+
+def _decode_uint8_array(obj: Any) -> np.ndarray:
+    """numpy's pickled array, (reconstruct, state=(ver, shape, dtype, fortran, raw)), as uint8."""
+    ok = isinstance(obj, _Call) and isinstance(obj.func, _Global)
+    ok = ok and (obj.func.module, obj.func.name) in _RECONSTRUCT and isinstance(obj.state, tuple)
+    if not ok or len(obj.state) != 5:
+        raise ValueError("'data' is not a numpy array")
+    _, shape, dtype, fortran, raw = obj.state
+    dtype_ok = isinstance(dtype, _Call) and isinstance(dtype.func, _Global)
+    dtype_ok = dtype_ok and dtype.func.name == "dtype" and _key(dtype.args[0]) == "u1"
+    if not dtype_ok or fortran or not isinstance(raw, bytes):
+        raise ValueError("'data' is not a C-ordered uint8 array")
+    shape = tuple(int(s) for s in shape)
+    if int(np.prod(shape)) != len(raw):
+        raise ValueError(f"'data' holds {len(raw)} bytes, its shape {shape} needs {np.prod(shape)}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _key(k: Any) -> Any:
+    return k.decode("latin-1") if isinstance(k, bytes) else k
+
+
+def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch file as (images uint8 [N,32,32,3] RGB, labels int64 [N])."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        obj = _parse_pickle(data)
+        if not isinstance(obj, dict):
+            raise ValueError("top level is not a dict")
+        obj = {_key(k): v for k, v in obj.items()}
+        if "data" not in obj or not ("labels" in obj or "fine_labels" in obj):
+            raise ValueError("no 'data' and 'labels' entries")
+        flat = _decode_uint8_array(obj["data"])
+        labels = np.asarray(obj.get("labels", obj.get("fine_labels")), dtype=np.int64)
+        if flat.ndim != 2 or flat.shape[1] != 3 * 32 * 32 or len(labels) != len(flat):
+            raise ValueError(f"data shape {flat.shape} and {len(labels)} labels do not match")
+    except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt or foreign file
+        raise DatasetError(
+            f"{path}: not a valid CIFAR-10 batch ({e}); delete it and re-download "
+            f"(`cifar10 train --download`) or point --data-dir at a good copy"
+        ) from None
+    images = flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def read_meta(folder: Path) -> tuple[str, ...]:
+    """Class names from batches.meta, or the standard ten when the file is absent."""
+    meta = folder / "batches.meta"
+    if not meta.exists():
+        return CIFAR10_CLASSES
+    try:
+        obj = {_key(k): v for k, v in _parse_pickle(meta.read_bytes()).items()}
+        return tuple(_key(n) for n in obj["label_names"])
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f"{meta}: not a valid CIFAR-10 meta file ({e})") from None
+
+
+def load_cifar10(
+    data_dir: str | os.PathLike | None, split: str = "test"
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(images uint8 [N,32,32,3], labels int64 [N], class names) for split 'train' or 'test'."""
+    folder = resolve_data_dir(data_dir) / CIFAR_DIRNAME
+    files = TRAIN_FILES if split == "train" else TEST_FILES
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing:
+        raise DatasetError(
+            f"{folder}: CIFAR-10 {split} files missing ({', '.join(missing)}). Pass --data-dir "
+            f"(the folder holding {CIFAR_DIRNAME}/), set ${DATA_ENV}, or add --download"
+        )
+    parts = [read_batch(folder / f) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return images, labels, read_meta(folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# Download: verified before use, never half-used
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_cifar10(
+    data_dir: str | os.PathLike | None, file_md5: dict[str, str] = FILE_MD5
+) -> list[str]:
+    """Names of official files that are missing or differ from their published MD5."""
+    folder = resolve_data_dir(data_dir) / CIFAR_DIRNAME
+    bad = []
+    for name, md5 in file_md5.items():
+        f = folder / name
+        if not f.exists() or _md5(f) != md5:
+            bad.append(name)
+    return bad
+
+
+def download_cifar10(
+    data_dir: str | os.PathLike | None,
+    url: str = CIFAR_URL,
+    md5: str = CIFAR_MD5,
+    file_md5: dict[str, str] = FILE_MD5,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Fetch and unpack the official archive into data_dir unless a good copy is there.
+
+    The archive is downloaded to a temporary file and checked against its MD5 before anything is
+    extracted; a corrupt or partial download is reported, deleted and fetched again once. Extraction
+    goes to a temporary folder that replaces the target only when complete.
+    """
+    root = resolve_data_dir(data_dir)
+    folder = root / CIFAR_DIRNAME
+    if folder.exists():
+        bad = verify_cifar10(root, file_md5)
+        if not bad:
+            return folder
+        print(f"{folder}: {', '.join(bad)} missing or corrupt (MD5 mismatch); downloading again")
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in (1, 2):
+        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+            archive = Path(tmp) / "cifar-10-python.tar.gz"
+            _fetch(url, archive, progress)
+            got = _md5(archive)
+            if got != md5:
+                if attempt == 2:
+                    raise DatasetError(
+                        f"{url}: downloaded archive has MD5 {got}, expected {md5}, twice; "
+                        "check the network or download it by hand"
+                    )
+                print(f"download of {url} is corrupt or partial (MD5 {got}); retrying")
+                continue
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")
+            extracted = Path(tmp) / CIFAR_DIRNAME
+            if not extracted.is_dir():
+                raise DatasetError(f"{url}: archive has no {CIFAR_DIRNAME}/ folder")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(extracted, folder)
+            return folder
+    raise AssertionError("unreachable")
+
+
+def _fetch(url: str, dest: Path, progress: Callable[[int, int], None] | None) -> None:
+    with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0)
+        done = 0
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders of images: root/<class name>/<image files>
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
+    """[(path, class index)] and class names (sorted sub-folder names) of a labelled folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; expected one sub-folder per class")
+    classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    if not classes:
+        raise DatasetError(f"{root}: no class sub-folders; put each class's images in root/<class>/")
+    items = []
+    for index, name in enumerate(classes):
+        for f in sorted((root / name).rglob("*")):
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
+                items.append((f, index))
+    if not items:
+        raise DatasetError(f"{root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return items, classes
