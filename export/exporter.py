@@ -223,6 +223,7 @@ def export(
             C.KEY_SEED: str(ckpt.get("config", {}).get("seed", "")),
             C.KEY_TTA: tta,
             C.KEY_PRECISION: "fp32",
+            C.KEY_GFLOPS: f"{gflop_per_image(module):.4f}",
             C.KEY_EXPORTER: f"cifar10kit {__version__}; torch {torch.__version__}; onnx {onnx.__version__}",
         }
         model.doc_string = f"cifar10kit {net.arch}: uint8 NHWC RGB pixels in, class probabilities out"
@@ -248,6 +249,29 @@ def export(
     size = output.stat().st_size
     log(f"wrote {output} ({size / 1e6:.1f} MB)")
     return {"metadata": meta, "verification": check.__dict__, "bytes": size}
+
+
+def gflop_per_image(module: nn.Module) -> float:
+    """Forward FLOPs of one image (multiply-adds count 2), by PyTorch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(torch.zeros(1, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS, dtype=torch.uint8))
+    return counter.get_total_flops() / 1e9
+
+
+def torch_runner(checkpoint: str | os.PathLike, tta: str = "none", threads: int = 0):
+    """A PyTorch eager callable on uint8 NHWC pixels, for side-by-side benchmarks."""
+    net, ckpt = load_model(resolve_checkpoint(checkpoint))
+    module = Deployable(net, ckpt["mean"], ckpt["std"], tta).eval().to(memory_format=torch.channels_last)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+    @torch.inference_mode()
+    def run(pixels: np.ndarray):
+        return module(torch.from_numpy(pixels))
+
+    return run
 
 
 def _verification_set(ckpt, data_dir, n, log) -> tuple[np.ndarray, np.ndarray | None, str]:

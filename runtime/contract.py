@@ -63,6 +63,7 @@ KEY_TTA = "tta"  # "none" or "flip": test-time augmentation baked into the graph
 KEY_THRESHOLD = "uncertainty_threshold"  # top-1 probability below which a prediction is "uncertain"
 KEY_EXPORTER = "exporter"  # exporter name and version, torch and onnx versions
 KEY_PRECISION = "precision"  # "fp32", "fp16" or "int8"
+KEY_GFLOPS = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
 OPTIONAL_KEYS = (
     KEY_TEST_SET,
     KEY_CHECKPOINT_SHA256,
@@ -72,6 +73,7 @@ OPTIONAL_KEYS = (
     KEY_THRESHOLD,
     KEY_EXPORTER,
     KEY_PRECISION,
+    KEY_GFLOPS,
 )
 
 CIFAR10_CLASSES = (

@@ -86,6 +86,11 @@ class Classifier:
         opts.log_severity_level = 3
         available = ort.get_available_providers()
         want_cuda = provider in ("auto", "cuda")
+        if want_cuda and "CUDAExecutionProvider" in available and not cuda_driver_present():
+            reason = "no NVIDIA driver (libcuda) on this machine"
+            if provider == "cuda":
+                raise RuntimeError(f"--provider cuda: CUDA is not usable ({reason}); use --provider auto or cpu")
+            return self._session(ort, opts, ["CPUExecutionProvider"])
         if want_cuda and "CUDAExecutionProvider" in available:
             _preload_cuda_libraries(ort)
             try:
@@ -103,7 +108,7 @@ class Classifier:
             reason = ""
         if provider == "cuda":
             raise RuntimeError(f"--provider cuda: CUDA is not usable ({reason}); use --provider auto or cpu")
-        if reason and provider == "auto" and _gpu_present():
+        if reason and provider == "auto":
             notify(f"note: CUDA not used ({reason}); running on the CPU")
         return self._session(ort, opts, ["CPUExecutionProvider"])
 
@@ -193,6 +198,16 @@ class Classifier:
         return t is not None and float(probs.max()) < t
 
 
-def _gpu_present() -> bool:
-    """Whether an NVIDIA GPU seems to exist, so the CUDA fallback notice is worth printing."""
-    return os.path.exists("/proc/driver/nvidia/version") or os.name == "nt"
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA driver library loads. Without it, asking onnxruntime for CUDA only
+    produces a wall of loader errors, so machines with no GPU never try (and print nothing)."""
+    import ctypes
+
+    names = ["nvcuda.dll"] if os.name == "nt" else ["libcuda.so.1", "libcuda.so", "libcuda.dylib"]
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False

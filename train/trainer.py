@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..runtime.contract import CIFAR10_MEAN, CIFAR10_STD
-from ..runtime.dataset import download_cifar10, load_cifar10, resolve_data_dir
+from ..runtime.dataset import download_cifar10, load_cifar10
 from .augment import alternating_flip, epoch_generator, random_translate
 from .model import AirNet, tta_logits
 from .optim import Muon

@@ -1,0 +1,48 @@
+# The README's two commands: `make app` (the desktop app on the shipped model) and `make test`.
+# Both create .venv here and install what they need; nothing else has to be set up by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install -q --disable-pip-version-check
+
+.PHONY: app test dev lint xvfb clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The light app: numpy, pillow, onnxruntime. No PyTorch.
+$(VENV)/.app: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+
+# Everything: the training extra (PyTorch), drag and drop, plots, test tools.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[train,dnd,dev]'
+	@touch $@ $(VENV)/.app
+
+app: $(VENV)/.app
+	$(BIN)/cifar10 gui $(IMAGE)
+
+dev: $(VENV)/.dev
+
+test: $(VENV)/.dev xvfb
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+# The GUI tests drive real Tk windows on a virtual screen.
+xvfb:
+	@if command -v Xvfb >/dev/null && command -v xdotool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing xvfb and xdotool for the GUI tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q xvfb xdotool x11-apps imagemagick >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q xvfb xdotool x11-apps imagemagick >/dev/null; }; \
+	else \
+		echo "note: GUI tests need Xvfb and xdotool (sudo apt-get install xvfb xdotool); they will be skipped"; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

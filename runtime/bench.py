@@ -1,0 +1,77 @@
+"""`cifar10 bench`: batch-1 latency (p50/p99) and large-batch throughput, with achieved GFLOP/s."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from . import contract as C
+
+
+def time_model(
+    run: Callable[[np.ndarray], object], batch_size: int = 256, repeats: int = 200, seconds: float = 3.0
+) -> dict[str, float]:
+    """Latency of single images and throughput at `batch_size` for run(pixels uint8 NHWC)."""
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (1, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
+    big = rng.integers(0, 256, (batch_size, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
+    for _ in range(10):
+        run(one)
+    lat = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(one)
+        lat.append(time.perf_counter() - t0)
+    run(big)
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds or n < 3:
+        run(big)
+        n += 1
+    return {
+        "batch1_p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "batch1_p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "images_per_s": n * batch_size / elapsed,
+        "batch_size": batch_size,
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None = None) -> int:
+    gflops = float(model.info.raw.get(C.KEY_GFLOPS, "nan") or "nan")
+    rows = {"onnxruntime": time_model(lambda x: model.run(x), args.batch_size, args.repeats)}
+    if torch_runner is not None:
+        rows["pytorch eager"] = time_model(torch_runner, args.batch_size, args.repeats)
+    for r in rows.values():
+        r["gflop_per_s"] = r["images_per_s"] * gflops if gflops == gflops else None
+    out = {"model": str(model.path), "provider": model.provider, "machine": machine(),
+           "gflop_per_image": gflops if gflops == gflops else None, "results": rows}  # fmt: skip
+    if "pytorch eager" in rows:
+        ort_r, pt = rows["onnxruntime"], rows["pytorch eager"]
+        out["speedup"] = {"batch1": pt["batch1_p50_ms"] / ort_r["batch1_p50_ms"],
+                          "throughput": ort_r["images_per_s"] / pt["images_per_s"]}  # fmt: skip
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{model.path.name} on {model.provider}; {out['machine']}")
+    print(f"{'':<15}{'batch-1 p50':>12}{'p99':>9}{'images/s':>11}{'GFLOP/s':>9}   (batch {args.batch_size})")
+    for name, r in rows.items():
+        gf = f"{r['gflop_per_s']:.0f}" if r["gflop_per_s"] else "-"
+        print(f"{name:<15}{r['batch1_p50_ms']:>10.2f}ms{r['batch1_p99_ms']:>7.2f}ms{r['images_per_s']:>11.0f}{gf:>9}")
+    if "speedup" in out:
+        s = out["speedup"]
+        print(f"onnxruntime vs PyTorch: {s['batch1']:.2f}x faster at batch 1, {s['throughput']:.2f}x the throughput")
+    return 0

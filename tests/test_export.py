@@ -1,0 +1,123 @@
+"""The exported file follows the contract, matches PyTorch, and export refuses when it does not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import cli, has_torch
+
+from cifar10kit.runtime import contract as C
+
+pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
+
+
+def test_contract_of_the_file(trained_model):
+    model = onnx.load(str(trained_model))
+    onnx.checker.check_model(model, full_check=True)
+    assert any(o.domain in ("", "ai.onnx") and o.version == C.OPSET for o in model.opset_import)
+    (inp,) = model.graph.input
+    assert inp.name == C.INPUT_NAME
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [32, 32, 3]  # dynamic batch
+    assert [o.name for o in model.graph.output] == [C.OUTPUT_PROBS, C.OUTPUT_CAM]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert set(C.REQUIRED_KEYS) <= set(meta)
+    assert json.loads(meta[C.KEY_CLASS_NAMES])[0] == "airplane"
+    assert len(meta[C.KEY_CHECKPOINT_SHA256]) == 64
+    assert 0 <= float(meta[C.KEY_TEST_ACCURACY]) <= 1
+    assert json.loads(meta[C.KEY_RECIPE])["preset"] == "smoke"
+    assert float(meta[C.KEY_GFLOPS]) > 0
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_outputs_for_any_batch(trained_model, n):
+    sess = ort.InferenceSession(str(trained_model), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(n).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    probs, cam = sess.run(None, {C.INPUT_NAME: pixels})
+    assert probs.shape == (n, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert cam.shape[:2] == (n, 10) and cam.ndim == 4
+
+
+def test_onnx_equals_pytorch(trained_run, trained_model, tiny_cifar):
+    import torch
+
+    from cifar10kit.export.exporter import Deployable, load_model
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    net, ckpt = load_model(trained_run / "model.pt")
+    module = Deployable(net, ckpt["mean"], ckpt["std"], "flip" if ckpt["tta"] != "none" else "none").eval()
+    x, _, _ = load_cifar10(tiny_cifar, "test")
+    with torch.no_grad():
+        p_torch, cam_torch = (t.numpy() for t in module(torch.from_numpy(x)))
+    sess = ort.InferenceSession(str(trained_model), providers=["CPUExecutionProvider"])
+    p_ort, cam_ort = sess.run(None, {C.INPUT_NAME: x})
+    np.testing.assert_allclose(p_ort, p_torch, atol=1e-4)
+    np.testing.assert_allclose(cam_ort, cam_torch, atol=1e-3)
+    assert (p_ort.argmax(1) == p_torch.argmax(1)).all()
+
+
+def test_flip_tta_in_graph_is_mirror_invariant(trained_run, tmp_path, tiny_cifar):
+    from cifar10kit.export.exporter import export
+
+    path = tmp_path / "tta.onnx"
+    export(trained_run, path, data_dir=str(tiny_cifar), tta="flip", log=lambda *_: None)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    p1 = sess.run([C.OUTPUT_PROBS], {C.INPUT_NAME: x})[0]
+    p2 = sess.run([C.OUTPUT_PROBS], {C.INPUT_NAME: np.ascontiguousarray(x[:, :, ::-1])})[0]
+    np.testing.assert_allclose(p1, p2, atol=1e-5)
+
+
+def test_export_refuses_when_runtimes_disagree(trained_run, tmp_path, tiny_cifar, monkeypatch):
+    from cifar10kit.export import exporter
+
+    real = exporter._ort_probs
+
+    def broken(path, pixels, batch=500):  # a runtime that gets 5% of answers wrong
+        p = real(path, pixels, batch)
+        k = max(1, len(p) // 20)
+        p[:k] = np.roll(p[:k], 1, axis=1)
+        return p
+
+    monkeypatch.setattr(exporter, "_ort_probs", broken)
+    out = tmp_path / "refused.onnx"
+    with pytest.raises(exporter.ExportError, match="agreement"):
+        exporter.export(trained_run, out, data_dir=str(tiny_cifar), log=lambda *_: None)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".export-*"))  # nothing half-written left behind
+
+
+def test_export_cli_and_bad_checkpoint(trained_run, tmp_path, tiny_cifar):
+    out = tmp_path / "cli.onnx"
+    ok = cli("export", str(trained_run), "-o", str(out), "--data-dir", str(tiny_cifar), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.splitlines()[-1])["verification"]["agreement"] >= 0.999
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    bad = cli("export", str(bogus), "-o", str(tmp_path / "x.onnx"))
+    assert bad.returncode != 0
+    assert "bogus.pt" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_train_and_export_without_extra_say_how_to_install(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A child interpreter where `import torch` fails, as on a plain install.
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None;"
+            "import importlib.util as u; real = u.find_spec;"
+            "u.find_spec = lambda n, *a: None if n in ('torch', 'torchvision') else real(n, *a);"
+            "from cifar10kit.main import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    for cmd in (["train"], ["export", "x.pt", "-o", "y.onnx"]):
+        r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ})  # fmt: skip
+        assert r.returncode != 0
+        assert "pip install 'cifar10kit[train]'" in r.stderr and "Traceback" not in r.stderr

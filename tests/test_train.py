@@ -1,0 +1,124 @@
+"""The trainer on tiny data: run folder contents, safe checkpoints, resume after SIGKILL, folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import BIN, cli, has_torch, synthetic_images
+from PIL import Image
+
+pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
+
+
+def test_run_folder_holds_everything(trained_run):
+    import torch
+
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "last.pt", "model.pt", "summary.json", "curves.png",
+            "confusion.png"} <= names  # fmt: skip
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["images_per_s"] > 0 and 0 <= r["train_acc"] <= 1 for r in rows)
+    ckpt = torch.load(trained_run / "model.pt", weights_only=True)
+    assert ckpt["format"] == "cifar10kit-checkpoint" and len(ckpt["class_names"]) == 10
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert 0 <= summary["test_acc"] <= 1 and len(summary["confusion"]) == 10
+
+
+def test_training_learns_tiny_data(tiny_cifar, tmp_path):
+    """Not a smoke test of shapes: a few epochs on learnable synthetic data must beat chance by far."""
+    from cifar10kit.train.trainer import make_config, train
+
+    cfg = make_config("smoke", data_dir=str(tiny_cifar), out=str(tmp_path), name="learn", epochs=6,
+                      subset=1000, batch_size=100, tta="none")  # fmt: skip
+    run = train(cfg)
+    assert json.loads((run / "summary.json").read_text())["test_acc"] > 0.5
+
+
+def _epochs_done(run_dir) -> int:
+    try:
+        return len((run_dir / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
+    import torch
+
+    args = ["train", "--preset", "smoke", "--data-dir", str(tiny_cifar), "--out", str(tmp_path),
+            "--epochs", "8", "--subset", "1000", "--batch-size", "100", "--threads", "1"]  # fmt: skip
+    reference = cli(*args, "--name", "reference")
+    assert reference.returncode == 0, reference.stderr
+
+    run_dir = tmp_path / "killed"
+    exe = str(BIN / "cifar10")
+    kills, command = 0, [exe, *args, "--name", "killed"]
+    rng = random.Random(0)
+    while kills < 3:
+        before = _epochs_done(run_dir)
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while _epochs_done(run_dir) <= before and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.4))  # somewhere inside the next epoch, or during its checkpoint write
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        assert (run_dir / "last.pt").exists()
+        torch.load(run_dir / "last.pt", weights_only=True)  # never half-written
+        command = [exe, "train", "--resume", str(run_dir), "--threads", "1"]
+        if _epochs_done(run_dir) >= 8:
+            break
+    final = cli("train", "--resume", str(run_dir), "--threads", "1")
+    assert final.returncode == 0, final.stderr
+    assert kills >= 3, "the run finished before it could be killed three times"
+
+    ref = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    got = json.loads((run_dir / "summary.json").read_text())
+    assert abs(ref["test_acc"] - got["test_acc"]) <= 0.01
+    a = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["model"]
+    b = torch.load(run_dir / "model.pt", weights_only=True)["model"]
+    for key in a:
+        np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(), atol=1e-3, err_msg=key)
+
+
+def test_train_on_a_folder_of_images(tmp_path):
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime.session import Classifier
+
+    names = ("circle", "stripes", "zebra")
+    images, labels = synthetic_images(90, 5)
+    for i, (img, lab) in enumerate(zip(images, labels % 3)):
+        (tmp_path / "imgs" / names[lab]).mkdir(parents=True, exist_ok=True)
+        size = (32 + 7 * (i % 5), 32 + 3 * (i % 4))  # any size: preprocessing crops and resizes
+        Image.fromarray(img).resize(size).save(tmp_path / "imgs" / names[lab] / f"{i}.png")
+    (tmp_path / "imgs" / "zebra" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    result = cli("train", "--preset", "smoke", "--folder", str(tmp_path / "imgs"), "--out", str(tmp_path),
+                 "--name", "own", "--epochs", "2", "--batch-size", "20")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "broken.jpg" in result.stdout  # skipped and said so
+    onnx_path = tmp_path / "own.onnx"
+    export(tmp_path / "own", onnx_path, log=lambda *_: None)
+    model = Classifier(onnx_path)
+    assert model.class_names == names
+    assert model.info.dataset == "folder:imgs"
+
+
+@pytest.mark.gpu
+def test_cuda_training_smoke(tiny_cifar, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    result = cli("train", "--preset", "smoke", "--device", "cuda", "--data-dir", str(tiny_cifar),
+                 "--out", str(tmp_path), "--name", "gpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "CUDA" in result.stdout
