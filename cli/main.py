@@ -66,7 +66,9 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .train.persist import CheckpointError
 
     try:
-        result = export(a.checkpoint, a.output, data_dir=a.data_dir, tta=a.tta, verify_n=a.verify_n)
+        precision = "fp16" if a.fp16 else "int8" if a.int8 else "fp32"
+        result = export(a.checkpoint, a.output, data_dir=a.data_dir, tta=a.tta, verify_n=a.verify_n,
+                        precision=precision)  # fmt: skip
     except (ExportError, CheckpointError) as e:
         _err(str(e))
         return 1
@@ -229,7 +231,7 @@ def cmd_gui(a: argparse.Namespace) -> int:
         from .gui.app import main as gui_main
     except ImportError as e:
         raise SystemExit(f"error: the GUI needs Tkinter ({e}); install your Python's tk package") from None
-    return gui_main(model=a.model, image=a.image, provider=a.provider)
+    return gui_main(model=a.model, image=a.image, provider=a.provider, data_dir=a.data_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="CIFAR-10 for verification (default $CIFAR10_DATA)")
     e.add_argument("--tta", choices=["none", "flip"], help="flip TTA in the graph (default: if trained with TTA)")
     e.add_argument("--verify-n", type=int, default=0, help="test images to verify on (default all)")
+    var = e.add_mutually_exclusive_group()
+    var.add_argument("--fp16", action="store_true", help="half-precision weights (for the CUDA provider)")
+    var.add_argument("--int8", action="store_true", help="static int8 quantisation, calibrated on training images")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)
 
@@ -319,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gui", help="the desktop app")
     model_opts(g)
     g.add_argument("image", nargs="?", help="an image to open")
+    g.add_argument("--data-dir", help="CIFAR-10 for the examples gallery (default $CIFAR10_DATA, ../shared/data)")
     g.set_defaults(func=cmd_gui)
     return p
 

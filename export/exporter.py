@@ -187,12 +187,19 @@ def export(
     data_dir: str | None = None,
     tta: str | None = None,
     verify_n: int = 0,
+    precision: str = "fp32",
+    max_drop: float = 0.01,
     log=print,
 ) -> dict[str, Any]:
     """Export, verify and write `output`; returns the metadata and verification figures.
 
     verify_n: images of the CIFAR-10 test set to check (0 = all 10,000). For checkpoints trained
-    on other data, or with no CIFAR-10 at hand, random pixels still check agreement."""
+    on other data, or with no CIFAR-10 at hand, random pixels still check agreement.
+    precision: 'fp32', or a smaller variant made from the verified fp32 graph: 'fp16' (weights and
+    arithmetic in half precision, for GPUs) or 'int8' (static quantisation calibrated on training
+    images). A variant is refused if its accuracy falls more than `max_drop` below fp32's."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
     from .. import __version__
 
     ckpt_path = resolve_checkpoint(checkpoint)
@@ -241,14 +248,75 @@ def export(
         )
         if problems := check.problems():
             raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
-        if check.onnx_accuracy is not None:
-            meta[C.KEY_TEST_ACCURACY] = f"{check.onnx_accuracy:.4f}"
+        probs = _ort_probs(staged, pixels)
+        if precision != "fp32":
+            variant = Path(tmp) / f"{precision}.onnx"
+            make_variant(staged, variant, precision, data_dir, pixels)
+            vprobs = _ort_probs(variant, pixels)
+            agreement = float((vprobs.argmax(1) == probs.argmax(1)).mean())
+            log(f"{precision}: top-1 agreement with fp32 {agreement:.4%}, max |dp| {np.abs(vprobs - probs).max():.2e}")
+            if labels is not None:
+                drop = check.onnx_accuracy - float((vprobs.argmax(1) == labels).mean())
+                log(f"{precision}: accuracy {check.onnx_accuracy - drop:.4f} ({-drop * 100:+.2f} points vs fp32)")
+                if drop > max_drop:
+                    raise ExportError(f"refusing to write {output}: {precision} loses {drop:.2%} accuracy "
+                                      f"(limit {max_drop:.2%})")  # fmt: skip
+            model, probs = onnx.load(str(variant)), vprobs
+            meta[C.KEY_PRECISION] = precision
+        if labels is not None:
+            meta[C.KEY_TEST_ACCURACY] = f"{float((probs.argmax(1) == labels).mean()):.4f}"
+            meta[C.KEY_THRESHOLD] = f"{uncertainty_threshold(probs, labels):.4f}"
         _set_metadata(model, meta)
         onnx.save(model, str(staged))
         os.replace(staged, output)
     size = output.stat().st_size
     log(f"wrote {output} ({size / 1e6:.1f} MB)")
     return {"metadata": meta, "verification": check.__dict__, "bytes": size}
+
+
+def make_variant(src: Path, dst: Path, precision: str, data_dir: str | None, pixels: np.ndarray) -> None:
+    """fp16 or int8 copy of a verified fp32 file; input and outputs keep the contract's types."""
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(half, str(dst))
+        return
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        calib, _, _ = load_cifar10(data_dir, "train")
+        calib = calib[np.random.default_rng(0).choice(len(calib), 1024, replace=False)]
+    except Exception:  # noqa: BLE001 - no training data: calibrate on the verification images
+        calib = pixels[:1024]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{C.INPUT_NAME: calib[i : i + 64]} for i in range(0, len(calib), 64)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepped = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+    quantize_static(str(prepped), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+
+
+def uncertainty_threshold(probs: np.ndarray, labels: np.ndarray, window: int = 200) -> float:
+    """Top-1 probability below which predictions are more often wrong than right.
+
+    Sorted by confidence, a sliding window's accuracy rises with it; the threshold is the confidence
+    where that accuracy first reaches 50%. Chosen on held-out (test) images, never training ones."""
+    conf = probs.max(1)
+    order = np.argsort(conf)
+    correct = (probs.argmax(1) == labels)[order].astype(np.float64)
+    if len(correct) < window * 2:
+        return 0.0
+    running = np.convolve(correct, np.ones(window) / window, mode="valid")
+    reached = np.flatnonzero(running >= 0.5)
+    return float(conf[order][reached[0] + window // 2]) if len(reached) else float(conf.max())
 
 
 def gflop_per_image(module: nn.Module) -> float:

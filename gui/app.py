@@ -88,7 +88,7 @@ class Opened:
     path: Path
     shown: Shown | None
     error: str | None
-    siblings: list[Path]
+    siblings: list[Path] | None  # None: not from a folder (clipboard); Left/Right keep their folder
 
 
 @dataclass
@@ -142,8 +142,12 @@ class App:
         self.cam_class: str | None = None  # None: the top class
         self.last_error: str | None = None
         self._view_seq = 0  # bumps on every open, so a slow stale result never replaces a newer one
-        self._nav: list[Path] = []  # the current image's folder, for Left/Right
+        # Left/Right: through the folder of the last opened file, or the gallery's selection. Both
+        # move when the key is pressed, not when the image arrives, so fast presses are not lost.
+        self._nav_mode = "folder"
+        self._nav: list[Path] = []
         self._nav_pos = -1
+        self._gallery_current = -1
         self._error_text: str | None = None  # shown in the canvas after a failed open
         self.gallery: Gallery | None = None
         self._gallery_loading = False
@@ -206,6 +210,11 @@ class App:
         ):  # fmt: skip
             self.notebook.add(view, text=text, underline=0)
         self.notebook.bind("<<NotebookTabChanged>>", self._on_tab_changed)
+        self.notebook.enable_traversal()  # Ctrl+Tab, and Alt + the underlined letter
+        # The notebook takes focus when a tab is clicked, and its own Left/Right would then switch
+        # tabs: here they keep meaning previous/next image (or page), as everywhere else.
+        self.notebook.bind("<Left>", lambda e: (self._on_arrow(e, -1), "break")[1])
+        self.notebook.bind("<Right>", lambda e: (self._on_arrow(e, 1), "break")[1])
         self.status = StatusBar(outer)
         self.status.pack(fill="x", side="bottom")
         self.classify_view.canvas.bind("<Configure>", lambda e: self._schedule_render())
@@ -261,6 +270,8 @@ class App:
         if self._closed:
             return
         self._closed = True
+        if self._render_pending is not None:
+            self.root.after_cancel(self._render_pending)
         if self._batch_cancel is not None:
             self._batch_cancel.set()
         self.tasks.close()
@@ -289,6 +300,9 @@ class App:
         path = Path(path)
         self._view_seq += 1
         seq = self._view_seq
+        self._nav_mode = "folder"
+        if path in self._nav:
+            self._nav_pos = self._nav.index(path)
         self.set_status(f"Opening {path.name}…")
         self.tasks.submit("infer", self._open_job, path, on_done=lambda o: self._on_opened(seq, o))
 
@@ -313,9 +327,13 @@ class App:
     def _on_opened(self, seq: int, opened: Opened) -> None:
         if seq != self._view_seq:
             return  # the user has opened something else since
-        self._nav = opened.siblings
-        resolved = opened.path.resolve()
-        self._nav_pos = next((i for i, p in enumerate(self._nav) if p.resolve() == resolved), -1)
+        if opened.siblings is not None:
+            self._nav = opened.siblings
+            resolved = opened.path.resolve()
+            self._nav_pos = next((i for i, p in enumerate(self._nav) if p.resolve() == resolved), -1)
+        if opened.error is not None and opened.siblings is None:
+            self.report_error(opened.error, modal=False)  # a bad paste: keep the image that is shown
+            return
         if opened.error is not None:
             self.shown = None
             self._error_text = opened.error
@@ -359,9 +377,9 @@ class App:
             try:
                 img = to_rgb(grabbed, source="clipboard image")
             except ImageError as e:
-                return Opened(Path("clipboard"), None, str(e), self._nav)
+                return Opened(Path("clipboard"), None, str(e), None)
             shown = Shown("clipboard", imaging.display_copy(img), to_input(img), img.size)
-            return Opened(Path("clipboard"), self._predict(shown), None, self._nav)
+            return Opened(Path("clipboard"), self._predict(shown), None, None)
         candidates = [str(g) for g in grabbed] if isinstance(grabbed, list) else []
         candidates += (text or "").strip().splitlines()[:1]
         for c in candidates:
@@ -373,17 +391,17 @@ class App:
             message = f"The clipboard text is not the path of an image file: {shown_text!r}"
         else:
             message = "The clipboard holds no image and no image file path"
-        return Opened(Path("clipboard"), None, message, self._nav)
+        return Opened(Path("clipboard"), None, message, None)
 
     def step_image(self, step: int) -> None:
         """Next (+1) or previous (-1) image in the current folder, or in the gallery's selection."""
-        s = self.shown
-        if s is not None and s.gallery_index is not None and self.gallery is not None:
+        if self._nav_mode == "gallery" and self.gallery is not None:
             visible = self._gallery_visible()
             if len(visible) == 0:
                 return
-            pos = int(np.searchsorted(visible, s.gallery_index))
-            if pos < len(visible) and visible[pos] == s.gallery_index:
+            current = self._gallery_current
+            pos = int(np.searchsorted(visible, current))
+            if pos < len(visible) and visible[pos] == current:
                 pos = (pos + step) % len(visible)
             else:  # no longer in the selection (filter changed): the nearest one in that direction
                 pos = pos % len(visible) if step > 0 else (pos - 1) % len(visible)
@@ -392,8 +410,8 @@ class App:
         if not self._nav:
             self.set_status("Open an image first: Left/Right then move through its folder")
             return
-        pos = (self._nav_pos + step) % len(self._nav) if self._nav_pos >= 0 else 0
-        self.open_image(self._nav[pos])
+        self._nav_pos = (self._nav_pos + step) % len(self._nav) if self._nav_pos >= 0 else 0
+        self.open_image(self._nav[self._nav_pos])
 
     # -- heatmap -----------------------------------------------------------------------------------
 
@@ -574,10 +592,23 @@ class App:
                 return  # a newer pass (new model, new data folder) has replaced this one
             g.preds[start : start + len(preds)] = preds
             g.done = start + len(preds)
-            self._gallery_render()
+            if self._gallery_page_changes(start, g.done):
+                self._gallery_render()
+            else:
+                self._gallery_summary()
             self._gallery_step(g, model, token)
 
         self.tasks.submit("infer", job, on_done=done)
+
+    def _gallery_page_changes(self, start: int, end: int) -> bool:
+        """Whether newly classified images [start, end) change what the current page shows."""
+        cells = self._gallery_cells
+        if not cells:
+            return True
+        if self.gallery_view.mistakes_var.get():  # new mistakes can only land on a page with room
+            cols, rows = self.gallery_view.grid_shape()
+            return len(cells) < cols * rows
+        return any(start <= index < end for index, _, _ in cells)
 
     def _gallery_mistakes(self) -> np.ndarray:
         """Boolean [N]: classified and wrong. Classes are matched by name, not column."""
@@ -659,19 +690,25 @@ class App:
             info.append((int(i), true, pred))
         self._gallery_cells = info
         v.page_label.configure(text=f"Page {self._gallery_page + 1} / {pages}")
-        n = len(g.labels)
-        if model is None:
-            summary = f"{n:,} test images · no model loaded"
-        else:
-            wrong = int(self._gallery_mistakes().sum())
-            acc = 1 - wrong / g.done if g.done else 0.0
-            progress = f"classified {g.done:,} / {n:,}" if g.done < n else f"{n:,} images"
-            summary = f"{progress} · accuracy {acc * 100:.1f}% · {wrong:,} mistakes"
         if self.gallery_view.mistakes_var.get() and not len(visible):
             v.show_message("No mistakes (yet)" if model is not None else "Load a model to find mistakes")
         else:
             v.show_cells(cells, self.gallery_inspect)
-        v.summary.configure(text=summary)
+        self._gallery_summary()
+
+    def _gallery_summary(self) -> None:
+        g, model = self.gallery, self.classifier
+        if g is None:
+            return
+        n = len(g.labels)
+        if model is None:
+            text = f"{n:,} test images · no model loaded"
+        else:
+            wrong = int(self._gallery_mistakes().sum())
+            acc = 1 - wrong / g.done if g.done else 0.0
+            progress = f"classified {g.done:,} / {n:,}" if g.done < n else f"{n:,} images"
+            text = f"{progress} · accuracy {acc * 100:.1f}% · {wrong:,} mistakes"
+        self.gallery_view.summary.configure(text=text)
 
     def gallery_inspect(self, index: int, switch: bool = True) -> None:
         """Show test image `index` in the Classify tab (a click on a gallery cell)."""
@@ -680,11 +717,12 @@ class App:
             return
         pixels = g.images[index]
         shown = Shown(
-            f"CIFAR-10 test image #{index}", Image.fromarray(pixels, "RGB"), pixels, (32, 32),
+            f"CIFAR-10 test image #{index}", Image.fromarray(pixels), pixels, (32, 32),
             true_label=g.class_names[g.labels[index]], gallery_index=index,
         )  # fmt: skip
         self._view_seq += 1
         seq = self._view_seq
+        self._nav_mode, self._gallery_current = "gallery", index
 
         def done(result: Shown) -> None:
             if seq == self._view_seq:
@@ -801,6 +839,9 @@ class App:
             self.set_status(f"Cancelled after {done:,} of {total:,} images")
         elif total == 0:
             self.report_error(f"{self._batch_folder}: no images found", modal=False)
+        elif errors == done:  # an empty folder (collect reports it as an error row) or only bad files
+            first = next(r.error for r in self._batch_data.values() if r.error)
+            self.report_error(first if done == 1 else f"None of {done:,} files could be read; {first}", modal=False)
         else:
             rate = done / seconds if seconds else 0
             self.set_status(
@@ -957,7 +998,7 @@ class App:
             "Architecture": info.architecture,
             "Dataset": info.dataset,
             "Test-time augmentation": info.tta,
-            "Uncertainty threshold": f"{t * 100:.0f}% top-1 probability" if t is not None else "none",
+            "Uncertainty threshold": _threshold_text(t),
             "Precision": raw.get("precision", "—"),
             "Heatmaps (cam output)": "yes" if info.has_cam else "no",
             "Created": info.created,
@@ -1154,6 +1195,12 @@ def _recipe_text(raw: dict[str, str]) -> str:
         lines.append("(not recorded in this file)")
     extra = [f"{k}: {raw[k]}" for k in ("seed", "checkpoint_sha256") if k in raw]
     return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def _threshold_text(t: float | None) -> str:
+    if t is None or t <= 0:
+        return "none: no prediction is flagged uncertain"
+    return f"{t * 100:.1f}%: a top class below this is flagged uncertain"
 
 
 def _short(provider: str) -> str:

@@ -92,7 +92,7 @@ def with_heatmap(img: Image.Image, cam: np.ndarray) -> Image.Image:
 
 def model_view(pixels: np.ndarray, side: int, cam: np.ndarray | None = None) -> Image.Image:
     """The 32x32 model input enlarged (nearest) to about `side` pixels, optionally with its heatmap."""
-    img = Image.fromarray(np.asarray(pixels, dtype=np.uint8), "RGB")
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
     f = max(1, side // img.width)
     big = img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST)
     return overlay(big, cam) if cam is not None else big

@@ -83,6 +83,10 @@ def apply_theme(root: tk.Tk) -> float:
     style.configure("Key.TLabel", foreground=MUTED)
     style.configure("Status.TLabel", padding=(pad * 2, pad))
     style.configure("Error.Status.TLabel", foreground=BAD)
+    if scale > 1.2:  # clam draws these in fixed pixels: grow them with the screen
+        style.configure("TCheckbutton", indicatorsize=round(10 * scale))
+        style.configure("TRadiobutton", indicatorsize=round(10 * scale))
+        style.configure("TScrollbar", arrowsize=round(14 * scale))
     style.configure(
         "Horizontal.TProgressbar", background=ACCENT, lightcolor=ACCENT, darkcolor=ACCENT, troughcolor=TRACK
     )
@@ -163,9 +167,7 @@ class ClassifyView(ttk.Frame):
         ttk.Button(bar, text="◀ Previous", command=actions["prev"]).pack(side="left", padx=(pad * 2, 0))
         ttk.Button(bar, text="Next ▶", command=actions["next"]).pack(side="left", padx=(pad, 0))
         self.heat_var = tk.BooleanVar(value=False)
-        self.heat_check = ttk.Checkbutton(
-            bar, text="Heatmap (H)", variable=self.heat_var, command=actions["heatmap"]
-        )
+        self.heat_check = ttk.Checkbutton(bar, text="Heatmap (H)", variable=self.heat_var, command=actions["heatmap"])
         self.heat_check.pack(side="left", padx=(pad * 3, 0))
         self.source = ttk.Label(bar, text="", style="Muted.TLabel", anchor="e")
         self.source.pack(side="right", fill="x", expand=True)
@@ -270,9 +272,9 @@ class GalleryView(ttk.Frame):
 
         self.canvas = tk.Canvas(self, background=PANEL_BG, highlightthickness=0)
         self.canvas.pack(fill="both", expand=True)
-        ttk.Label(
-            self, text="Click an image to inspect it · ◀ ▶ or Left/Right turn pages", style="Small.TLabel"
-        ).pack(anchor="w", pady=(pad, 0))
+        ttk.Label(self, text="Click an image to inspect it · ◀ ▶ or Left/Right turn pages", style="Small.TLabel").pack(
+            anchor="w", pady=(pad, 0)
+        )
         self.font = tkfont.nametofont("C10Small")
         self._photos: list[ImageTk.PhotoImage] = []
 
@@ -405,7 +407,7 @@ class ModelView(ttk.Frame):
         self.note = ttk.Label(bar, text="", style="Muted.TLabel", anchor="e")
         self.note.pack(side="right", fill="x", expand=True)
 
-        box = ttk.LabelFrame(self, text="Model", padding=pad * 2)
+        box = ttk.LabelFrame(self, text="About this model file", padding=pad * 2)
         box.pack(fill="x")
         box.columnconfigure(1, weight=1)
         self.values: dict[str, ttk.Label] = {}
@@ -444,10 +446,11 @@ class StatusBar(ttk.Frame):
     def __init__(self, master: tk.Misc):
         super().__init__(master)
         ttk.Separator(self, orient="horizontal").pack(fill="x")
-        self.message = ttk.Label(self, text="", style="Status.TLabel", anchor="w")
-        self.message.pack(side="left", fill="x", expand=True)
+        # Packed first, so a long message is cut rather than pushing the model line out of view.
         self.runtime = ttk.Label(self, text="", style="Status.TLabel", anchor="e")
         self.runtime.pack(side="right")
+        self.message = ttk.Label(self, text="", style="Status.TLabel", anchor="w", width=1)
+        self.message.pack(side="left", fill="x", expand=True)
 
     def set(self, text: str, error: bool = False) -> None:
         self.message.configure(text=text, style="Error.Status.TLabel" if error else "Status.TLabel")

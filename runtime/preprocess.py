@@ -23,6 +23,7 @@ Policy (documented in the README):
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -78,8 +79,10 @@ def _open_regular(path: Path) -> int:
         st = os.stat(path)
     except OSError as e:
         reason = e.strerror or str(e)
-        if os.path.islink(path) and not isinstance(e, PermissionError):
-            reason += "; a symbolic link to nothing, or a loop of links"
+        if e.errno == errno.ELOOP:
+            reason += ": a loop of symbolic links"
+        elif e.errno == errno.ENOENT and os.path.islink(path):
+            reason += ": a symbolic link to a missing file"
         raise ImageError(f"{path}: cannot read ({reason})") from None
     _check_stat(path, st)
     flags = os.O_RDONLY
@@ -203,11 +206,16 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
 
 
 def fit(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
-    """Centre square crop, then antialiased resize to size x size."""
+    """Centre square crop, then antialiased resize to size x size.
+
+    The crop is a real crop: `resize(box=...)` would let the Lanczos kernel reach ~3 source pixels
+    per output pixel beyond the box, so the cropped-away margins would tint the edge columns."""
     w, h = img.size
     side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return img.resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    return img.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def to_input(img: Image.Image) -> np.ndarray:

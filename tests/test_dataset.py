@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_cifar, synthetic_images, write_batch
 from PIL import Image
 
 from cifar10kit.runtime import dataset as D
+
+from conftest import make_tiny_cifar, synthetic_images, write_batch
 
 
 def test_read_batch_round_trip(tmp_path):

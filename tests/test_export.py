@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import cli, has_torch
 
 from cifar10kit.runtime import contract as C
+
+from conftest import cli, has_torch
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 

@@ -10,13 +10,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, cli
 from PIL import Image
 
 from cifar10kit.runtime import contract as C
 from cifar10kit.runtime.dataset import load_cifar10
 from cifar10kit.runtime.heatmap import overlay
 from cifar10kit.runtime.session import Classifier
+
+from conftest import REPO, cli
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +173,8 @@ def test_plain_install_has_no_torch(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
-    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
-                           capture_output=True, text=True)  # fmt: skip
+    probe = "import importlib.util as u; print(u.find_spec('torch'))"
+    check = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True)
     assert check.stdout.strip() == "None"
     img = tmp_path / "x.png"
     Image.new("RGB", (50, 40), (200, 30, 30)).save(img)

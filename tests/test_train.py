@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import BIN, cli, has_torch, synthetic_images
 from PIL import Image
+
+from conftest import BIN, cli, has_torch, synthetic_images
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 

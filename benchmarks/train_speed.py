@@ -1,0 +1,100 @@
+"""Training speed on this machine: our preset beside the airbench94_muon anchor, in one run.
+
+    python benchmarks/train_speed.py --preset fast --data-dir ../shared/data [--epochs N] [--seeds 3]
+                                     [--anchor ../shared/anchors/airbench/airbench94_muon_port.py]
+
+Prints seconds per epoch, images/s, time to 94% (per-epoch test accuracy without TTA) and final
+accuracy for each seed, the device, and the ratio to the anchor when it ran. Timings on shared
+machines are noisy: compare within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def run_ours(preset: str, data_dir: str, epochs: int | None, seed: int, out: Path) -> dict:
+    cmd = [str(BIN / "cifar10"), "train", "--preset", preset, "--data-dir", data_dir, "--out", str(out),
+           "--name", f"seed{seed}", "--seed", str(seed)] + (["--epochs", str(epochs)] if epochs else [])  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    run = out / f"seed{seed}"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    to94 = next((r["train_seconds"] for r in rows if (r["test_acc"] or 0) >= 0.94), None)
+    return {
+        "seed": seed,
+        "epochs": len(rows),
+        "s_per_epoch": sum(r["epoch_seconds"] for r in rows) / len(rows),
+        "images_per_s": sum(r["images_per_s"] for r in rows) / len(rows),
+        "train_seconds": rows[-1]["train_seconds"],
+        "wall_seconds": wall,
+        "time_to_94": to94,
+        "final_acc": summary["test_acc"],
+        "tta": summary["tta"],
+    }
+
+
+def run_anchor(script: str, data_dir: str, epochs: int | None) -> dict:
+    env = {**os.environ, "CIFAR_ROOT": data_dir, "RUNS": "1"}
+    if epochs:
+        env["EPOCHS"] = str(epochs)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    # Its table rows end with "| time_seconds |"; the last row holds the TTA accuracy.
+    rows = [r for r in proc.stdout.splitlines() if re.match(r"^\|\s+\S", r) and "epoch" not in r]
+    cells = [c.strip() for c in rows[-1].strip("|").split("|")]
+    nums = [float(c) for c in cells if re.fullmatch(r"[0-9.]+", c)]
+    return {"wall_seconds": wall, "train_seconds": nums[-1], "final_acc": nums[-2]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="fast")
+    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA", "../shared/data"))
+    p.add_argument("--epochs", type=int, help="override the preset's epochs (e.g. 1 for a quick speed check)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--anchor", default="../shared/anchors/airbench/airbench94_muon_port.py",
+                   help="airbench94_muon port to run beside ours ('' to skip)")  # fmt: skip
+    a = p.parse_args()
+
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    print(f"device: {device}; torch {torch.__version__}; preset {a.preset}")
+    out = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    try:
+        ours = [run_ours(a.preset, a.data_dir, a.epochs, s, out) for s in range(a.seeds)]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"{'seed':>4} {'epochs':>6} {'s/epoch':>8} {'img/s':>7} {'train s':>8} {'to 94%':>7} {'acc':>7}")
+    for r in ours:
+        t94 = f"{r['time_to_94']:.0f}" if r["time_to_94"] else "-"
+        print(f"{r['seed']:>4} {r['epochs']:>6} {r['s_per_epoch']:>8.1f} {r['images_per_s']:>7.0f} "
+              f"{r['train_seconds']:>8.0f} {t94:>7} {r['final_acc']:>7.4f}")  # fmt: skip
+    mean_acc = sum(r["final_acc"] for r in ours) / len(ours)
+    mean_train = sum(r["train_seconds"] for r in ours) / len(ours)
+    print(f"ours: mean accuracy {mean_acc:.4f} (TTA {ours[0]['tta']}), mean training {mean_train:.0f} s")
+    if a.anchor and Path(a.anchor).exists():
+        anc = run_anchor(a.anchor, a.data_dir, a.epochs)
+        print(f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
+              f"(wall {anc['wall_seconds']:.0f} s)")  # fmt: skip
+        print(f"ratio (anchor training time / ours): {anc['train_seconds'] / mean_train:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

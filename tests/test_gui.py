@@ -1,0 +1,464 @@
+"""The desktop app in real Tk windows on a private Xvfb display.
+
+Each test drives the app the way a person does (the methods the buttons, dialogs and keys call, and
+real key presses through xdotool), waits for the background work, and checks what the window shows
+against the runtime's own answer. Screenshots of each tab go to tests/artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gui_helpers import DATA_DIR, build_tiny_model, have_cifar, press, pump_until, screenshot, xvfb
+
+pytestmark = pytest.mark.gui
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: a display, a model, some image files, a window
+
+
+@pytest.fixture(scope="session")
+def display():
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    pytest.importorskip("tkinter")
+    old = os.environ.get("DISPLAY")
+    with xvfb() as name:
+        os.environ["DISPLAY"] = name
+        yield name
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="session")
+def gui_model(request, tmp_path_factory) -> Path:
+    """The shared `trained_model` fixture when conftest.py provides one, else a tiny model of our own."""
+    try:
+        return Path(request.getfixturevalue("trained_model"))
+    except pytest.FixtureLookupError:
+        pass
+    if not have_cifar():
+        pytest.skip(f"no CIFAR-10 data in {DATA_DIR} to train a test model")
+    pytest.importorskip("torch")
+    return build_tiny_model(tmp_path_factory.mktemp("gui-model"))
+
+
+@pytest.fixture(scope="session")
+def classifier(gui_model):
+    from cifar10kit.runtime.session import Classifier
+
+    return Classifier(gui_model, provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """A folder of images a user might have: CIFAR-sized PNGs, a wide JPEG, an RGBA PNG, and one
+    corrupt file."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    if have_cifar():
+        from cifar10kit.runtime.dataset import load_cifar10
+
+        images, labels, names = load_cifar10(DATA_DIR, "test")
+        picks = [(images[i], f"{i:02d}_{names[labels[i]]}") for i in range(4)]
+    else:
+        picks = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), f"{i:02d}_noise") for i in range(4)]
+    for pixels, name in picks:
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    wide = Image.fromarray(picks[0][0]).resize((640, 400), Image.Resampling.BICUBIC)
+    wide.save(folder / "10_wide.jpg", quality=90)
+    rgba = Image.fromarray(np.dstack([picks[1][0], np.full((32, 32), 200, np.uint8)]), "RGBA")
+    rgba.save(folder / "11_alpha.png")
+    whole = (folder / f"{picks[0][1]}.png").read_bytes()
+    (folder / "05_broken.png").write_bytes(whole[: len(whole) // 2])  # a download cut off halfway
+    return folder
+
+
+def good_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if "broken" not in p.name)
+
+
+@pytest.fixture
+def app(display, gui_model):
+    from cifar10kit.gui.app import App
+
+    a = App(model=gui_model, modal_errors=False, gallery_limit=600, data_dir=DATA_DIR, provider="cpu")
+    a.root.geometry("1240x800+0+0")
+    assert a.wait_idle(30), "the model did not load"
+    assert a.classifier is not None, a.status_text
+    yield a
+    a.close()
+
+
+def expected_top(classifier, path: Path) -> str:
+    from cifar10kit.runtime.preprocess import prepare
+
+    probs = classifier.run(prepare(path)).probs[0]
+    return classifier.class_names[int(np.argmax(probs))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Classify tab
+
+
+def test_open_image_shows_what_the_runtime_predicts(app, classifier, image_dir):
+    for path in good_images(image_dir):
+        app.open_image(path)
+        assert app.wait_idle(10)
+        assert app.shown_top_class == expected_top(classifier, path), path.name
+        assert not app.status_is_error, app.status_text
+        assert path.name in app.status_text
+    # The model's view is the 32x32 input, enlarged with whole-number nearest-neighbour steps.
+    view = app.model_view_image
+    assert view is not None and view.width == view.height and view.width % 32 == 0
+    # Small images are enlarged crisply: every shown pixel block is one source pixel.
+    app.open_image(good_images(image_dir)[0])
+    app.wait_idle(10)
+    shown = np.asarray(app.displayed_image)
+    f = shown.shape[0] // 32
+    assert f >= 2 and np.array_equal(shown[::f, ::f], np.asarray(app.shown.display))
+
+
+def test_ctrl_o_opens_the_file_chosen_in_the_dialog(app, classifier, image_dir, monkeypatch):
+    from cifar10kit.gui import app as app_module
+
+    target = good_images(image_dir)[2]
+    asked = []
+
+    def fake_dialog(**kwargs):
+        asked.append(kwargs)
+        return str(target)
+
+    monkeypatch.setattr(app_module.filedialog, "askopenfilename", fake_dialog)
+    press(app, "ctrl+o")
+    assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
+    app.wait_idle(10)
+    assert asked, "Ctrl+O did not open the file dialog"
+    assert app.shown_top_class == expected_top(classifier, target)
+
+
+def test_corrupt_file_is_reported_and_the_app_keeps_working(app, classifier, image_dir):
+    app.open_image(image_dir / "05_broken.png")
+    app.wait_idle(10)
+    assert app.status_is_error
+    assert "05_broken.png" in app.status_text and "corrupt" in app.status_text
+    assert app.shown is None and app.displayed_image is None
+    # Next moves on past the bad file to its neighbour in the folder.
+    press(app, "Right")
+    app.wait_idle(10)
+    neighbour = sorted(image_dir.iterdir())[sorted(image_dir.iterdir()).index(image_dir / "05_broken.png") + 1]
+    assert app.shown is not None and Path(app.shown.source) == neighbour
+    assert app.shown_top_class == expected_top(classifier, neighbour)
+    assert not app.status_is_error
+    # A missing file and a folder are errors too, never exceptions.
+    for bad in (image_dir / "missing.png", image_dir):
+        app.open_image(bad)
+        app.wait_idle(10)
+        assert app.status_is_error, bad
+
+
+def test_window_stays_responsive_and_stale_results_are_dropped(app, image_dir, monkeypatch):
+    import time
+
+    from cifar10kit.gui import app as app_module
+
+    real_load = app_module.load_image
+
+    def slow_load(path):
+        if "00_" in Path(path).name:
+            time.sleep(0.8)
+        return real_load(path)
+
+    monkeypatch.setattr(app_module, "load_image", slow_load)
+    slow, fast = good_images(image_dir)[0], good_images(image_dir)[1]
+    t0 = time.perf_counter()
+    app.open_image(slow)
+    assert time.perf_counter() - t0 < 0.2, "opening blocked the Tk thread"
+    ticks = []
+    app.root.after(100, lambda: ticks.append(time.perf_counter()))
+    app.open_image(fast)  # opened while the slow one is still decoding: the fast one must win
+    assert pump_until(app, lambda: bool(ticks), timeout=0.6), "the event loop stalled during decoding"
+    assert app.wait_idle(10)
+    assert app.shown.source == str(fast)
+    # Resizing the window re-renders the image to the new size.
+    big = app.displayed_image.size
+    app.root.geometry("1000x640")
+    assert pump_until(app, lambda: app.displayed_image.size != big, timeout=3)
+    assert app.displayed_image.width < big[0]
+
+
+def test_left_right_walk_the_folder(app, image_dir):
+    files = sorted(image_dir.iterdir())
+    app.open_image(files[0])
+    app.wait_idle(10)
+    press(app, "Right")
+    app.wait_idle(10)
+    assert Path(app.shown.source) == files[1]
+    press(app, "Left")
+    press(app, "Left")  # wraps around to the last file
+    app.wait_idle(10)
+    assert Path(app.shown.source) == files[-1]
+
+
+def test_heatmap_toggle_and_class_choice_change_the_picture(app, image_dir):
+    path = image_dir / "10_wide.jpg"
+    app.open_image(path)
+    app.wait_idle(10)
+    assert app.classifier.info.has_cam
+    plain = np.asarray(app.displayed_image).copy()
+    screenshot(app, "classify")
+    press(app, "h")
+    assert app.heatmap_on
+    heat = np.asarray(app.displayed_image).copy()
+    assert heat.shape == plain.shape and not np.array_equal(heat, plain)
+    screenshot(app, "classify-heatmap")
+    # A click on another class's bar shows that class's map.
+    other = [n for n in app.classifier.class_names if n != app.shown_top_class][0]
+    app.set_cam_class(other)
+    assert app.cam_class == other
+    assert not np.array_equal(np.asarray(app.displayed_image), heat)
+    press(app, "h")
+    assert not app.heatmap_on
+    assert np.array_equal(np.asarray(app.displayed_image), plain)
+
+
+def test_paste_a_path_and_drop_a_file(app, classifier, image_dir):
+    target = good_images(image_dir)[1]
+    app.root.clipboard_clear()
+    app.root.clipboard_append(str(target))
+    press(app, "ctrl+v")
+    assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
+    app.wait_idle(10)
+    assert app.shown_top_class == expected_top(classifier, target)
+    app.root.clipboard_clear()
+    app.root.clipboard_append("not a path at all")
+    app.paste()
+    app.wait_idle(10)
+    assert app.status_is_error and "not the path of an image" in app.status_text
+
+    # Drag and drop: the handler gets Tcl's list syntax (braces around paths with spaces).
+    spaced = image_dir / "with space.png"
+    shutil.copy(target, spaced)
+    try:
+        app._on_drop(SimpleNamespace(data="{" + str(spaced) + "}", action="copy"))
+        app.wait_idle(10)
+        assert app.shown.source == str(spaced)
+    finally:
+        spaced.unlink()
+    # A dropped folder is classified in the Batch tab.
+    app._on_drop(SimpleNamespace(data=str(image_dir), action="copy"))
+    assert app.wait_idle(20)
+    assert app.tab == "batch" and len(app.batch_rows()) == len(list(image_dir.iterdir()))
+    try:
+        import tkinterdnd2  # noqa: F401
+    except ImportError:
+        assert app.dnd_error is not None
+    else:
+        assert app.dnd_error is None, app.dnd_error
+
+
+def test_uncertain_predictions_are_flagged(app, image_dir):
+    model = app.classifier
+    model.info = dataclasses.replace(model.info, threshold=None)  # never flagged
+    app.open_image(good_images(image_dir)[0])
+    app.wait_idle(10)
+    assert not app.shown_uncertain and app.uncertain_text == ""
+    model.info = dataclasses.replace(model.info, threshold=0.999)  # no prediction of this model is that sure
+    app.open_image(good_images(image_dir)[0])
+    app.wait_idle(10)
+    assert app.shown_uncertain
+    assert "Uncertain" in app.uncertain_text and "none of these" in app.uncertain_text
+
+
+# ----------------------------------------------------------------------------------------------
+# Gallery tab
+
+
+@pytest.mark.skipif(not have_cifar(), reason=f"no CIFAR-10 data in {DATA_DIR}")
+def test_gallery_shows_test_images_and_filters_mistakes(app):
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    images, labels, names = load_cifar10(DATA_DIR, "test")
+    app.show_tab("gallery")
+    assert app.wait_idle(30)
+    g = app.gallery
+    assert g is not None and len(g.labels) == 600 and g.done == 600
+    cells = app.gallery_cells
+    assert len(cells) > 10
+    for index, true, pred in cells:
+        assert true == names[labels[index]]
+        assert pred == app.classifier.class_names[int(np.argmax(app.classifier.run(images[index]).probs))]
+    screenshot(app, "gallery")
+
+    app.gallery_set_mistakes_only(True)
+    mistakes = app.gallery_cells
+    assert mistakes and all(pred is not None and pred != true for _, true, pred in mistakes)
+    screenshot(app, "gallery-mistakes")
+
+    # A click on a cell inspects that image in the Classify tab; Right moves within the filter.
+    first, true, pred = mistakes[0]
+    app.gallery_inspect(first)
+    app.wait_idle(10)
+    assert app.tab == "classify"
+    assert app.shown.gallery_index == first and app.shown.true_label == true
+    assert app.shown_top_class == pred
+    press(app, "Right")
+    app.wait_idle(10)
+    assert app.shown.gallery_index == mistakes[1][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch tab
+
+
+def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path, monkeypatch):
+    from cifar10kit.gui import app as app_module
+
+    monkeypatch.setattr(app_module.filedialog, "askdirectory", lambda **kw: str(image_dir))
+    press(app, "ctrl+b")
+    assert app.tab == "batch"
+    assert pump_until(app, lambda: app.batch_running or bool(app.batch_rows()), timeout=5)
+    assert app.wait_idle(30)
+    rows = app.batch_rows()
+    assert sorted(r["file"] for r in rows) == sorted(p.name for p in image_dir.iterdir())
+    by_file = {r["file"]: r for r in rows}
+    broken = by_file.pop("05_broken.png")
+    assert broken["label"] == "" and "corrupt" in broken["error"]
+    for name, row in by_file.items():
+        assert row["label"] == expected_top(classifier, image_dir / name), name
+        assert row["error"] == "" and row["probability"].endswith("%")
+    assert "1 error" in app.status_text
+    screenshot(app, "batch")
+
+    app.batch_sort("probability")
+    app.batch_sort("probability")  # a second click reverses: most confident first
+    probs = [r["result"].probability for r in app.batch_rows()]
+    assert probs[-1] is None and probs[:-1] == sorted(probs[:-1], reverse=True)
+
+    out = tmp_path / "predictions.csv"
+    monkeypatch.setattr(app_module.filedialog, "asksaveasfilename", lambda **kw: str(out))
+    app.batch_export_dialog()
+    with open(out, newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [Path(r["path"]).name for r in table] == [r["file"] for r in app.batch_rows()]
+    for r in table:
+        if Path(r["path"]).name == "05_broken.png":
+            assert r["label"] == "" and "corrupt" in r["error"]
+        else:
+            assert r["label"] == expected_top(classifier, Path(r["path"]))
+            assert 0 < float(r["probability"]) <= 1 and r["top_k"].startswith(r["label"] + ":")
+    # A folder with no images says so instead of showing an empty table silently.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    app.batch_start(empty)
+    app.wait_idle(10)
+    assert app.status_is_error and "no images" in app.status_text
+
+
+# ----------------------------------------------------------------------------------------------
+# Model tab
+
+
+def test_bad_model_keeps_the_old_one(app, image_dir, tmp_path, monkeypatch):
+    from cifar10kit.gui import app as app_module
+
+    app.open_image(good_images(image_dir)[0])
+    app.wait_idle(10)
+    good, before = app.classifier, app.model_fields
+    assert before["Architecture"] == good.info.architecture
+    assert "%" in before["Test accuracy"] and "ms" in before["Last prediction"]
+    assert before["Provider"] == "CPUExecutionProvider"
+    app.show_tab("model")
+    screenshot(app, "model")
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"definitely not protobuf")
+    not_ours = tmp_path / "image-as-model.onnx"
+    shutil.copy(good_images(image_dir)[0], not_ours)
+    for path in (bad, not_ours, tmp_path / "missing.onnx"):
+        monkeypatch.setattr(app_module.filedialog, "askopenfilename", lambda p=path, **kw: str(p))
+        app.open_model_dialog()  # what the "Open model…" button does
+        app.wait_idle(10)
+        assert app.classifier is good
+        assert app.status_is_error and "Could not open the model" in app.status_text
+        assert good.path.name in app.status_text  # says which model is still in use
+        assert app.model_fields == before
+    # The app still classifies with the old model.
+    app.open_image(good_images(image_dir)[1])
+    app.wait_idle(10)
+    assert app.shown_top_class is not None and app.shown.model is good
+
+
+def test_starts_without_a_model_and_loads_one_later(display, gui_model, image_dir, tmp_path):
+    from cifar10kit.gui.app import App
+
+    app = App(model=tmp_path / "none.onnx", modal_errors=False)
+    try:
+        app.wait_idle(10)
+        assert app.classifier is None and app.status_is_error
+        app.open_image(good_images(image_dir)[0])  # shown without a prediction
+        app.wait_idle(10)
+        assert app.shown is not None and app.shown_top_class is None
+        app.load_model(gui_model)
+        app.wait_idle(10)
+        assert app.shown_top_class is not None  # the shown image was classified once a model arrived
+    finally:
+        app.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Process-level: no PyTorch, fast start, clean failure without a display
+
+
+def test_app_never_imports_torch_and_starts_fast(display, gui_model, image_dir, tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        t0 = time.perf_counter()
+        import cifar10kit.gui.app as gui
+        app = gui.App(model={str(gui_model)!r}, modal_errors=False)
+        app.root.update()
+        ready = time.perf_counter() - t0
+        app.open_image({str(good_images(image_dir)[0])!r})
+        assert app.wait_idle(20)
+        assert app.shown_top_class is not None, app.status_text
+        app.close()
+        banned = [m for m in ("torch", "matplotlib", "torchvision") if m in sys.modules]
+        assert not banned, banned
+        print(f"READY {{ready:.3f}}")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DISPLAY": display},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ready = float(proc.stdout.split("READY")[1])
+    # The target is 1.5 s on an idle machine; the bound leaves room for a busy CI box.
+    assert ready < 4.0, f"window took {ready:.2f} s"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 only")
+def test_main_without_a_display_fails_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, cifar10kit.gui.app as g; sys.exit(g.main())"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot open a window" in proc.stderr and "Traceback" not in proc.stderr
