@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -100,7 +101,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     results = list(failed)
     progress = ProgressLine("classifying", force=a.progress) if not a.json else None
     writer = None
-    csv_file = open(a.csv, "w", newline="", encoding="utf-8") if a.csv else None  # noqa: SIM115
+    csv_file = open(a.csv, "w", newline="", encoding="utf-8", errors="surrogateescape") if a.csv else None  # noqa: SIM115
     if csv_file:
         writer = csv.writer(csv_file)
         writer.writerow(["path", "label", "probability", "uncertain", "top_k", "error"])
@@ -160,7 +161,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             labels = np.array([index[c] for _, c in ok], dtype=np.int64)
             skipped = len(results) - len(ok)
         else:
-            images, labels, _ = load_cifar10(a.data_dir, "test")
+            images, labels, data_names = load_cifar10(a.data_dir, "test")
+            if tuple(data_names) != tuple(names):
+                raise DatasetError(
+                    f"the model's classes ({', '.join(names)}) differ from CIFAR-10's "
+                    f"({', '.join(data_names)}); evaluate it on its own data with --folder"
+                )
             if a.limit:
                 images, labels = images[: a.limit], labels[: a.limit]
             probs, skipped = model.predict_probs(images, batch_size=a.batch_size), 0
@@ -330,7 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names need not be valid UTF-8; print them escaped rather than crash on them.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    # Pillow warns about odd-but-readable files (corrupt EXIF, large images); each file's real
+    # problems are reported per file, so these would only be noise between the results.
+    warnings.filterwarnings("ignore", module=r"PIL\..*")
     if getattr(args, "top_k", 1) is not None and getattr(args, "top_k", 1) < 1:
         raise SystemExit("--top-k must be at least 1")
     try:

@@ -59,15 +59,34 @@ def load_model(path: Path) -> tuple[AirNet, dict[str, Any]]:
                         tta=cfg.get("tta", "none"))  # fmt: skip
         else:
             raise CheckpointError(f"{path}: not a cifar10kit checkpoint (no model weights and config)")
-    model = AirNet(tuple(ckpt["widths"]), len(ckpt["class_names"]))
+    _check_fields(path, ckpt)
+    model = AirNet(tuple(int(w) for w in ckpt["widths"]), len(ckpt["class_names"]))
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         first = str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()
         raise CheckpointError(
             f"{path}: weights do not fit {model.arch} with {len(ckpt['class_names'])} classes ({first})"
         ) from None
     return model.eval(), ckpt
+
+
+def _check_fields(path: Path, ckpt: dict[str, Any]) -> None:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: damaged checkpoint ({what}); re-run training or use another file")
+
+    if not isinstance(ckpt.get("model"), dict):
+        raise bad("no weights")
+    widths = ckpt.get("widths")
+    if not (isinstance(widths, (list, tuple)) and len(widths) == 3 and all(type(w) is int and w > 0 for w in widths)):
+        raise bad(f"widths {widths!r} are not three positive integers")
+    names = ckpt.get("class_names")
+    if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)):
+        raise bad("class_names missing or not a list of strings")
+    for key in ("mean", "std"):
+        v = ckpt.get(key)
+        if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
+            raise bad(f"{key} is not three numbers")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -213,6 +213,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if flat.ndim != 2 or flat.shape[1] != 3 * 32 * 32 or len(labels) != len(flat):
             raise ValueError(f"data shape {flat.shape} and {len(labels)} labels do not match")
     except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt or foreign file
+        if isinstance(e, TypeError):  # e.g. dict keys built by a callable: not a data-only pickle
+            e = ValueError("it is not a data-only pickle")
         raise DatasetError(
             f"{path}: not a valid CIFAR-10 batch ({e}); delete it and re-download "
             f"(`cifar10 train --download`) or point --data-dir at a good copy"
@@ -245,10 +247,14 @@ def load_cifar10(
             f"{folder}: CIFAR-10 {split} files missing ({', '.join(missing)}). Pass --data-dir "
             f"(the folder holding {CIFAR_DIRNAME}/), set ${DATA_ENV}, or add --download"
         )
+    names = read_meta(folder)
     parts = [read_batch(folder / f) for f in files]
+    for f, (_, y) in zip(files, parts):
+        if len(y) and (y.min() < 0 or y.max() >= len(names)):
+            raise DatasetError(f"{folder / f}: labels must be 0..{len(names) - 1}, found {y.min()}..{y.max()}")
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    return images, labels, read_meta(folder)
+    return images, labels, names
 
 
 # ----------------------------------------------------------------------------------------------

@@ -170,9 +170,7 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
     if w < 1 or h < 1:
         raise ImageError(f"{source}: image has no pixels ({w}x{h})")
     if w * h > MAX_PIXELS:
-        raise ImageError(
-            f"{source}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} MP limit (decompression bomb guard)"
-        )
+        raise ImageError(f"{source}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} MP limit (decompression bomb guard)")
     if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
         # Decode at the smallest power-of-two reduction that still leaves >= 4x the target size.
         img.draft(img.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))

@@ -12,7 +12,7 @@ RGBA, 1-bit...); animated and multi-page files; EXIF orientations 1..8 and damag
 oddities (dangling links, link loops, FIFOs, devices, folders named like images, unreadable files,
 non-UTF-8, long and odd names); valid images under the wrong extension.
 
-Everything is generated (nothing downloaded); the whole corpus takes a few seconds and ~2 MB of disk
+Everything is generated (nothing downloaded); the whole corpus takes a few seconds and ~5 MB of disk
 (the 300 MB "too big" file is sparse).
 """
 
@@ -89,9 +89,7 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_bytes(w: int, h: int, idat: bytes, color_type: int = 2, depth: int = 8, extra: bytes = b"") -> bytes:
     """A PNG with the given IHDR and IDAT payload; all CRCs correct, whatever the header claims."""
     ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def write_constant_png(path: Path, w: int, h: int, rgb: tuple[int, int, int]) -> None:

@@ -309,7 +309,7 @@ def test_predict_corpus_folder(corpus, trained_model):
         by_path[row["path"]] = row
     scanned = {str(c.path): c for c in cases if c.scanned}
     FIGURES["predict_rows"] = len(rows)
-    assert set(by_path) == set(scanned), (set(by_path) ^ set(scanned))
+    assert set(by_path) == set(scanned), set(by_path) ^ set(scanned)
     for path, case in scanned.items():
         row = by_path[path]
         if case.expected == "ok":
@@ -331,8 +331,6 @@ def test_predict_text_output_with_undecodable_names(corpus, trained_model, tmp_p
     env = {"PYTHONIOENCODING": "utf-8"}  # strict, as under LANG=en_US.UTF-8
     proc = cli("predict", str(folder), "--model", str(trained_model), "--provider", "cpu",
                "--csv", str(tmp_path / "out.csv"), env=env)  # fmt: skip
-    if "UnicodeEncodeError" in proc.stderr:
-        pytest.xfail("bug in cli/main.py: stdout/CSV not written with an error handler (see report)")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -486,8 +484,21 @@ BREACHES = {
     "two-inputs": ({"extra_input": True}, "one input named 'pixels'"),
     "no-probabilities": ({"output_name": "logits"}, "no 'probabilities' output"),
     "double-output": ({"output_dtype": "double"}, "not float32"),
-    "no-metadata": ({"drop": ("cifar10kit.contract", "class_names", "input_layout", "architecture", "dataset",
-                              "test_accuracy", "version", "created")}, "metadata is missing"),  # fmt: skip
+    "no-metadata": (
+        {
+            "drop": (
+                "cifar10kit.contract",
+                "class_names",
+                "input_layout",
+                "architecture",
+                "dataset",
+                "test_accuracy",
+                "version",
+                "created",
+            )
+        },
+        "metadata is missing",
+    ),  # fmt: skip
     "no-contract-key": ({"drop": ("cifar10kit.contract",)}, "cifar10kit.contract"),
     "contract-v2": ({"meta": {"cifar10kit.contract": "2"}}, "contract version '2'"),
     "class-count": ({"meta": {"class_names": json.dumps(list(CLASSES[:5]))}}, "10 output columns but 5 class names"),
@@ -582,18 +593,13 @@ def bad_checkpoints(tmp_path_factory, trained_run):
 
 
 CKPT_OK_ERRORS = ["foreign-dict", "other-widths", "other-classes", "tensor-top-level", "truncated", "random", "evil",
-                  "evil-legacy"]  # fmt: skip
-CKPT_BUGS = {  # known bugs in files this test may not change; the fixes are in the reliability report
-    "missing-widths": (KeyError, "export/exporter.py load_model: KeyError, checkpoint fields are not validated"),
-    "two-widths": (ValueError, "export/exporter.py load_model: ValueError from AirNet, widths are not validated"),
-    "empty": (IndexError, "train/persist.py load_checkpoint: IndexError on an exception with an empty message"),
-}
+                  "evil-legacy", "missing-widths", "two-widths", "empty"]  # fmt: skip
 
 
 @needs_torch
 @pytest.mark.parametrize(
     "kind",
-    CKPT_OK_ERRORS + [pytest.param(k, marks=pytest.mark.xfail(raises=e, reason=r)) for k, (e, r) in CKPT_BUGS.items()],
+    CKPT_OK_ERRORS,
 )
 def test_bad_checkpoint_is_refused_by_export(bad_checkpoints, tmp_path, kind):
     from cifar10kit.export.exporter import export
@@ -686,9 +692,14 @@ def test_evaluate_with_labels_out_of_range(tmp_path, trained_model, label):
     write_batch(tmp_path / "b", images, np.full(20, label))
     data = _cifar_dir(tmp_path / "d", (tmp_path / "b").read_bytes())
     proc = cli("evaluate", "--model", str(trained_model), "--provider", "cpu", "--data-dir", str(data), timeout=120)
-    if "Traceback" in proc.stderr:
-        pytest.xfail("bug: labels outside 0..9 are not checked by runtime/dataset.py (see report)")
     _one_line_error(proc, "test_batch")
+
+
+def test_evaluate_cifar_with_a_model_of_other_classes(tmp_path, tiny_cifar):
+    """A 5-class model on the 10-class CIFAR-10 test batch: a clear error, not a reshape traceback."""
+    model = _contract_model(tmp_path / "five.onnx", outputs=5, meta={"class_names": json.dumps(list(CLASSES[:5]))})
+    proc = cli("evaluate", "--model", str(model), "--provider", "cpu", "--data-dir", str(tiny_cifar), timeout=120)
+    _one_line_error(proc, "class")
 
 
 def test_evaluate_folder_with_unknown_class(tmp_path, trained_model, corpus):
