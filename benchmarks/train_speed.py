@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cifar10kit.train.trainer import time_to_accuracy
+
 BIN = Path(sys.executable).parent
 
 
@@ -33,7 +35,7 @@ def run_ours(preset: str, data_dir: str, epochs: int | None, seed: int, out: Pat
     run = out / f"seed{seed}"
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    to94 = next((r["train_seconds"] for r in rows if (r["test_acc"] or 0) >= 0.94), None)
+    to94 = time_to_accuracy(rows, 0.94)
     return {
         "seed": seed,
         "epochs": len(rows),

@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="a run folder or a .pt checkpoint")
     e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     e.add_argument("--data-dir", help="CIFAR-10 for verification (default $CIFAR10_DATA)")
-    e.add_argument("--tta", choices=["none", "flip"], help="flip TTA in the graph (default: if trained with TTA)")
+    e.add_argument("--tta", choices=["none", "flip", "translate"],
+                   help="test-time augmentation in the graph: 2 views (flip) or 6 (translate); default flip")
     e.add_argument("--verify-n", type=int, default=0, help="test images to verify on (default all)")
     var = e.add_mutually_exclusive_group()
     var.add_argument("--fp16", action="store_true", help="half-precision weights (for the CUDA provider)")

@@ -6,7 +6,6 @@ PyTorch through onnxruntime, write metadata, and only then move the file into pl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import contract as C
-from ..runtime.dataset import load_cifar10
+from ..runtime.dataset import file_digest, load_cifar10
 from ..train.model import AirNet
 from ..train.persist import CheckpointError, load_checkpoint
 
@@ -94,22 +93,37 @@ def _check_fields(path: Path, ckpt: dict[str, Any]) -> None:
 
 
 class Deployable(nn.Module):
+    """The net behind the contract. tta: 'none'; 'flip' (2 views: the image and its mirror);
+    'translate' (6 views: those two, each also shifted one pixel up-left and down-right, weighted
+    1/2 unshifted, 1/4 per shift, as in training's final evaluation). Class maps come from the
+    unshifted views only (a shifted 3x3 map would be misaligned)."""
+
     def __init__(self, net: AirNet, mean, std, tta: str = "none"):
         super().__init__()
-        if tta not in ("none", "flip"):
-            raise ValueError(f"--tta {tta!r}: the exported graph supports none or flip")
+        if tta not in ("none", "flip", "translate"):
+            raise ValueError(f"--tta {tta!r}: use none, flip or translate")
         self.net, self.tta = net, tta
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("inv_std", 1 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+    def _views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and maps averaged over the image and (unless tta is 'none') its mirror."""
         feats = self.net.features(x)
         logits, cam = self.net.classify(feats), self.net.class_maps(feats)
-        if self.tta == "flip":
-            mirrored = self.net.features(x.flip(-1))
-            logits = 0.5 * (logits + self.net.classify(mirrored))
-            cam = 0.5 * (cam + self.net.class_maps(mirrored).flip(-1))
+        if self.tta == "none":
+            return logits, cam
+        mirrored = self.net.features(x.flip(-1))
+        return 0.5 * (logits + self.net.classify(mirrored)), 0.5 * (cam + self.net.class_maps(mirrored).flip(-1))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+        logits, cam = self._views(x)
+        if self.tta == "translate":
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            up_left = self._views(padded[..., :h, :w])[0]
+            down_right = self._views(padded[..., 2 : h + 2, 2 : w + 2])[0]
+            logits = 0.5 * logits + 0.25 * (up_left + down_right)
         return F.softmax(logits, dim=1), cam
 
 
@@ -186,14 +200,6 @@ def verify(module: nn.Module, path: Path, pixels: np.ndarray, labels: np.ndarray
 # Metadata and the whole export
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in meta.items():
@@ -223,7 +229,7 @@ def export(
 
     ckpt_path = resolve_checkpoint(checkpoint)
     net, ckpt = load_model(ckpt_path)
-    tta = tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")
+    tta = tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")  # 2 views: speed/accuracy balance
     module = Deployable(net, ckpt["mean"], ckpt["std"], tta).eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +250,7 @@ def export(
             C.KEY_TEST_SET: test_set,
             C.KEY_VERSION: __version__,
             C.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            C.KEY_CHECKPOINT_SHA256: _sha256(ckpt_path),
+            C.KEY_CHECKPOINT_SHA256: file_digest(ckpt_path, "sha256"),
             C.KEY_RECIPE: json.dumps({"preset": ckpt.get("config", {}).get("preset"), **ckpt.get("config", {})}),
             C.KEY_SEED: str(ckpt.get("config", {}).get("seed", "")),
             C.KEY_TTA: tta,

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class Config:
     compile: bool = False
     deterministic: bool = False
     threads: int = 0  # CPU threads; 0 = all cores
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
