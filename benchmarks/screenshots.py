@@ -64,7 +64,7 @@ def main() -> int:
         app.toggle_heatmap()
         app.show_tab("gallery")
         app.gallery_load()
-        pump_until(app, lambda: len(app.gallery_cells) > 0, 120)
+        pump_until(app, lambda: len(app.gallery_cells) > 0 and all(c[2] for c in app.gallery_cells), 120)
         pump_until(app, lambda: False, 1.0)
         save("gallery")
         app.show_tab("batch")
