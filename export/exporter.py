@@ -183,17 +183,21 @@ def _torch_probs(module: nn.Module, pixels: np.ndarray, batch: int = 500) -> np.
     )
 
 
-def verify(module: nn.Module, path: Path, pixels: np.ndarray, labels: np.ndarray | None) -> Verification:
+def verify(
+    module: nn.Module, path: Path, pixels: np.ndarray, labels: np.ndarray | None
+) -> tuple[Verification, np.ndarray]:
+    """The comparison, and onnxruntime's probabilities (reused for the metadata, not computed twice)."""
     p_torch, p_ort = _torch_probs(module, pixels), _ort_probs(path, pixels)
     top_t, top_o = p_torch.argmax(1), p_ort.argmax(1)
     acc = (lambda top: float((top == labels).mean())) if labels is not None else (lambda top: None)
-    return Verification(
+    check = Verification(
         n=len(pixels),
         max_abs_diff=float(np.abs(p_torch - p_ort).max()),
         agreement=float((top_t == top_o).mean()),
         torch_accuracy=acc(top_t),
         onnx_accuracy=acc(top_o),
     )
+    return check, p_ort
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def export(
         staged = Path(tmp) / "model.onnx"
         onnx.save(model, str(staged))
 
-        check = verify(module, staged, pixels, labels)
+        check, probs = verify(module, staged, pixels, labels)
         log(
             f"verified on {check.n} images: max |dp| {check.max_abs_diff:.2e}, "
             f"top-1 agreement {check.agreement:.4%}"
@@ -273,7 +277,6 @@ def export(
         )
         if problems := check.problems():
             raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
-        probs = _ort_probs(staged, pixels)
         if precision != "fp32":
             variant = Path(tmp) / f"{precision}.onnx"
             make_variant(staged, variant, precision, data_dir, pixels)
