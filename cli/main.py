@@ -51,6 +51,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         device=a.device, epochs=a.epochs, batch_size=a.batch_size, widths=widths, lr=a.lr,
         seed=a.seed, subset=a.subset, tta=a.tta, amp=a.amp, compile=a.compile or None,
         deterministic=a.deterministic or None, threads=a.threads, eval_every=a.eval_every,
+        crop_epochs=a.crop_epochs, crop_size=a.crop_size,
     )  # fmt: skip
     try:
         run_dir = train(cfg, resume=a.resume)
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--subset", type=int, help="train on the first N images only")
     t.add_argument("--tta", choices=["none", "flip", "translate"], help="TTA for the final evaluation")
+    t.add_argument("--crop-epochs", type=int, help="train the first N epochs on random crops (fewer FLOPs)")
+    t.add_argument("--crop-size", type=int, help="side of those crops in pixels (default 24)")
     t.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--deterministic", action="store_true", help="deterministic kernels where available")

@@ -122,3 +122,54 @@ def test_train_and_export_without_extra_say_how_to_install(tmp_path):
                            env={**os.environ})  # fmt: skip
         assert r.returncode != 0
         assert "pip install 'cifar10kit[train]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_translate_tta_graph_matches_training_evaluation(trained_run, tiny_cifar):
+    """The exported 6-view graph batches its views; it must average them exactly as training's
+    final evaluation (model.tta_logits) does."""
+    import torch
+
+    from cifar10kit.export.exporter import Deployable, load_model
+    from cifar10kit.runtime.dataset import load_cifar10
+    from cifar10kit.train.model import tta_logits
+
+    net, ckpt = load_model(trained_run / "model.pt")
+    x, _, _ = load_cifar10(tiny_cifar, "test")
+    x = x[:64]
+    module = Deployable(net, ckpt["mean"], ckpt["std"], "translate").eval()
+    with torch.no_grad():
+        probs, cam = module(torch.from_numpy(x))
+        normalised = (torch.from_numpy(x).permute(0, 3, 1, 2).float() - module.mean) * module.inv_std
+        reference = torch.softmax(tta_logits(net, normalised, "translate"), dim=1)
+        plain_cam = net.class_maps(net.features(normalised))
+    np.testing.assert_allclose(probs.numpy(), reference.numpy(), atol=1e-5)
+    assert cam.shape == plain_cam.shape
+
+
+def _run(path, pixels):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {C.INPUT_NAME: pixels})
+
+
+def test_int8_and_fp16_variants(trained_run, tmp_path, tiny_cifar):
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    quiet = dict(data_dir=str(tiny_cifar), log=lambda *_: None, max_drop=0.2)
+    files = {}
+    for name, tta, precision in [("fp32", "none", "fp32"), ("int8", "none", "int8"),
+                                 ("int8-tta", "translate", "int8"), ("fp16", "none", "fp16")]:  # fmt: skip
+        files[name] = tmp_path / f"{name}.onnx"
+        result = export(trained_run, files[name], tta=tta, precision=precision, **quiet)
+        assert result["metadata"][C.KEY_PRECISION] == precision and result["metadata"][C.KEY_TTA] == tta
+    x, _, _ = load_cifar10(tiny_cifar, "test")
+    reference = _run(files["fp32"], x)[0]
+    for name, path in files.items():
+        probs, cam = _run(path, x)
+        assert probs.dtype == np.float32 and probs.shape == reference.shape and cam.shape[:2] == (len(x), 10)
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)  # a quantised softmax would not sum to 1
+        agreement = (probs.argmax(1) == reference.argmax(1)).mean()
+        assert agreement >= (0.98 if name == "fp16" else 0.85), (name, agreement)
+    # A quantised 6-view graph holds each weight once (its views run as one batch), not six times.
+    assert files["int8-tta"].stat().st_size < 1.25 * files["int8"].stat().st_size
+    assert files["int8"].stat().st_size < 0.75 * files["fp32"].stat().st_size  # tiny net: graph overhead counts

@@ -123,3 +123,56 @@ def test_cuda_training_smoke(tiny_cifar, tmp_path):
                  "--out", str(tmp_path), "--name", "gpu")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "CUDA" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation: each output image must be an exact window of its own source
+
+
+def _coded_images(n: int = 64, size: int = 32):
+    """Images whose every pixel value says which image, row and column it came from."""
+    import torch
+
+    i, y, x = torch.meshgrid(torch.arange(n), torch.arange(size), torch.arange(size), indexing="ij")
+    plane = (i * 10_000 + y * 100 + x).float()
+    return torch.stack([plane, plane + 0.25, plane + 0.5], dim=1).contiguous(memory_format=torch.channels_last)
+
+
+def test_random_crop_takes_a_window_of_each_image():
+    from cifar10kit.train.augment import epoch_generator, random_crop
+
+    images = _coded_images()
+    out = random_crop(images, 24, epoch_generator(0, 0))
+    assert out.shape == (64, 3, 24, 24)
+    offsets = set()
+    for k in range(len(out)):
+        top_left = int(out[k, 0, 0, 0].item())
+        assert top_left // 10_000 == k  # its own image, no mixing across the batch
+        y0, x0 = top_left % 10_000 // 100, top_left % 100
+        assert 0 <= y0 <= 8 and 0 <= x0 <= 8
+        assert (out[k] == images[k, :, y0 : y0 + 24, x0 : x0 + 24]).all()
+        offsets.add((y0, x0))
+    assert len(offsets) > 20  # per-image offsets, not one per batch
+    again = random_crop(images, 24, epoch_generator(0, 0))
+    assert (again == out).all()  # a pure function of (seed, epoch): resume sees the same crops
+    assert (random_crop(images, 32, epoch_generator(0, 0)) == images).all()
+
+
+def test_random_translate_shifts_within_a_reflection():
+    import torch
+    import torch.nn.functional as F
+
+    from cifar10kit.train.augment import alternating_flip, epoch_generator, random_translate
+
+    images = _coded_images()
+    out = random_translate(images, 2, epoch_generator(1, 3))
+    padded = F.pad(images, (2, 2, 2, 2), mode="reflect")
+    for k in range(len(out)):
+        assert any(
+            torch.equal(out[k], padded[k, :, dy : dy + 32, dx : dx + 32]) for dy in range(5) for dx in range(5)
+        )
+    even, odd = alternating_flip(images, 0, 0), alternating_flip(images, 0, 1)
+    for k in range(len(images)):
+        # Each image is mirrored in exactly one of two consecutive epochs.
+        assert torch.equal(even[k], images[k]) != torch.equal(odd[k], images[k])
+        assert torch.equal(even[k].flip(-1), odd[k])

@@ -26,6 +26,31 @@ def alternating_flip(images: torch.Tensor, seed: int, epoch: int) -> torch.Tenso
     return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def _shifted_windows(source: torch.Tensor, h: int, w: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """out[i] = source[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w], one slice per distinct offset pair
+    instead of a gather per pixel."""
+    out = torch.empty((len(source), source.shape[1], h, w), dtype=source.dtype, device=source.device)
+    out = out.contiguous(memory_format=torch.channels_last) if source.is_contiguous(
+        memory_format=torch.channels_last) else out
+    for y in range(int(dy.max()) + 1):
+        for x in range(int(dx.max()) + 1):
+            idx = ((dy == y) & (dx == x)).nonzero().squeeze(1)
+            if len(idx):
+                out[idx] = source[idx, :, y : y + h, x : x + w]
+    return out
+
+
+def random_crop(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """A random size x size window of each image, at the same scale (objects keep their size in
+    pixels, so filters learnt on crops carry over to full images unchanged)."""
+    n, _, h, w = images.shape
+    if size >= min(h, w):
+        return images
+    dy = torch.randint(0, h - size + 1, (n,), generator=gen, device=images.device)
+    dx = torch.randint(0, w - size + 1, (n,), generator=gen, device=images.device)
+    return _shifted_windows(images, size, size, dy, dx)
+
+
 def random_translate(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Shift each image by up to `pad` pixels in x and y, filling from a reflection of itself."""
     if pad == 0:
@@ -34,11 +59,4 @@ def random_translate(images: torch.Tensor, pad: int, gen: torch.Generator) -> to
     padded = F.pad(images, (pad,) * 4, mode="reflect")
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
-    out = torch.empty_like(images)
-    # One slice per distinct shift ((2*pad+1)^2 of them) instead of a gather per pixel.
-    for y in range(2 * pad + 1):
-        for x in range(2 * pad + 1):
-            idx = ((dy == y) & (dx == x)).nonzero().squeeze(1)
-            if len(idx):
-                out[idx] = padded[idx, :, y : y + h, x : x + w]
-    return out
+    return _shifted_windows(padded, h, w, dy, dx)
