@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,13 +105,25 @@ def app(display, gui_model):
     assert a.classifier is not None, a.status_text
     yield a
     a.close()
+    # Background jobs end soon after close (a batch checks its cancel flag per image); wait for them
+    # so none is left running into later tests.
+    lanes = [t for t in threading.enumerate() if t.name.startswith("gui-")]
+    for t in lanes:
+        t.join(timeout=30)
+    assert not [t.name for t in lanes if t.is_alive()], "a background job did not stop after close()"
+    # Collect the closed window's Tk objects now, on this thread: if a worker thread's garbage
+    # collection met them later, Tcl would abort the whole test process.
+    gc.collect()
 
 
-def expected_top(classifier, path: Path) -> str:
+def expected_top(classifier, path: Path) -> set[str]:
+    """The runtime's top class for one image, alone. The app classifies in batches, whose kernels
+    round differently in the last bits, so classes tied within that noise all count (the tiny test
+    model, trained anew each run, sometimes has near-ties)."""
     from cifar10kit.runtime.preprocess import prepare
 
     probs = classifier.run(prepare(path)).probs[0]
-    return classifier.class_names[int(np.argmax(probs))]
+    return {classifier.class_names[i] for i in np.flatnonzero(probs >= probs.max() - 1e-4)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +134,7 @@ def test_open_image_shows_what_the_runtime_predicts(app, classifier, image_dir):
     for path in good_images(image_dir):
         app.open_image(path)
         assert app.wait_idle(10)
-        assert app.shown_top_class == expected_top(classifier, path), path.name
+        assert app.shown_top_class in expected_top(classifier, path), path.name
         assert not app.status_is_error, app.status_text
         assert path.name in app.status_text
     # The model's view is the 32x32 input, enlarged with whole-number nearest-neighbour steps.
@@ -149,7 +163,7 @@ def test_ctrl_o_opens_the_file_chosen_in_the_dialog(app, classifier, image_dir, 
     assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
     app.wait_idle(10)
     assert asked, "Ctrl+O did not open the file dialog"
-    assert app.shown_top_class == expected_top(classifier, target)
+    assert app.shown_top_class in expected_top(classifier, target)
 
 
 def test_corrupt_file_is_reported_and_the_app_keeps_working(app, classifier, image_dir):
@@ -163,7 +177,7 @@ def test_corrupt_file_is_reported_and_the_app_keeps_working(app, classifier, ima
     app.wait_idle(10)
     neighbour = sorted(image_dir.iterdir())[sorted(image_dir.iterdir()).index(image_dir / "05_broken.png") + 1]
     assert app.shown is not None and Path(app.shown.source) == neighbour
-    assert app.shown_top_class == expected_top(classifier, neighbour)
+    assert app.shown_top_class in expected_top(classifier, neighbour)
     assert not app.status_is_error
     # A missing file and a folder are errors too, never exceptions.
     for bad in (image_dir / "missing.png", image_dir):
@@ -244,7 +258,7 @@ def test_paste_a_path_and_drop_a_file(app, classifier, image_dir):
     press(app, "ctrl+v")
     assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
     app.wait_idle(10)
-    assert app.shown_top_class == expected_top(classifier, target)
+    assert app.shown_top_class in expected_top(classifier, target)
     app.root.clipboard_clear()
     app.root.clipboard_append("not a path at all")
     app.paste()
@@ -340,7 +354,7 @@ def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path
     broken = by_file.pop("05_broken.png")
     assert broken["label"] == "" and "corrupt" in broken["error"]
     for name, row in by_file.items():
-        assert row["label"] == expected_top(classifier, image_dir / name), name
+        assert row["label"] in expected_top(classifier, image_dir / name), name
         assert row["error"] == "" and row["probability"].endswith("%")
     assert "1 error" in app.status_text
     screenshot(app, "batch")
@@ -360,7 +374,7 @@ def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path
         if Path(r["path"]).name == "05_broken.png":
             assert r["label"] == "" and "corrupt" in r["error"]
         else:
-            assert r["label"] == expected_top(classifier, Path(r["path"]))
+            assert r["label"] in expected_top(classifier, Path(r["path"]))
             assert 0 < float(r["probability"]) <= 1 and r["top_k"].startswith(r["label"] + ":")
     # A folder with no images says so instead of showing an empty table silently.
     empty = tmp_path / "empty"

@@ -53,8 +53,10 @@ def _epochs_done(run_dir) -> int:
 def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
+    # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
     args = ["train", "--preset", "smoke", "--data-dir", str(tiny_cifar), "--out", str(tmp_path),
-            "--epochs", "8", "--subset", "1000", "--batch-size", "100", "--threads", "1"]  # fmt: skip
+            "--epochs", "8", "--subset", "1000", "--batch-size", "100", "--threads", "1",
+            "--crop-epochs", "3", "--crop-size", "24"]  # fmt: skip
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
 
