@@ -733,8 +733,11 @@ def test_evaluate_folder_skips_hostile_files(tmp_path, trained_model, corpus):
 # Atomic checkpoint writes under SIGKILL
 
 SAVER = r"""
-import sys, torch
+import signal, sys, torch
 from cifar10kit.train.persist import atomic_save
+# Ctrl+C must raise KeyboardInterrupt here even when the test runner was started in the background,
+# where the shell sets SIGINT to "ignore" and children inherit that.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 target, start = sys.argv[1], int(sys.argv[2])
 big = torch.empty(8_000_000)  # 32 MB of float32
 i = start
