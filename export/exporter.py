@@ -23,7 +23,7 @@ from torch import nn
 
 from ..runtime import contract as C
 from ..runtime.dataset import file_digest, load_cifar10
-from ..train.model import AirNet
+from ..train.model import AirNet, tta_views
 from ..train.persist import CheckpointError, load_checkpoint
 
 MIN_AGREEMENT = 0.999  # top-1 agreement between PyTorch and onnxruntime, fp32
@@ -109,15 +109,7 @@ class Deployable(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
-        views, weights = [x], [1.0]
-        if self.tta in ("flip", "translate"):
-            views, weights = [x, x.flip(-1)], [0.5, 0.5]
-        if self.tta == "translate":
-            h, w = x.shape[-2:]
-            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-            up_left, down_right = padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]
-            views += [up_left, up_left.flip(-1), down_right, down_right.flip(-1)]
-            weights = [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+        views, weights = tta_views(x, self.tta)
         # All views go through the net as one batch: one pass over the weights (faster at batch 1,
         # and a quantised graph holds each weight once instead of once per view).
         n = x.shape[0]

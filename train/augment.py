@@ -29,9 +29,9 @@ def alternating_flip(images: torch.Tensor, seed: int, epoch: int) -> torch.Tenso
 def _shifted_windows(source: torch.Tensor, h: int, w: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """out[i] = source[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w], one slice per distinct offset pair
     instead of a gather per pixel."""
-    out = torch.empty((len(source), source.shape[1], h, w), dtype=source.dtype, device=source.device)
-    out = out.contiguous(memory_format=torch.channels_last) if source.is_contiguous(
-        memory_format=torch.channels_last) else out
+    layout = torch.channels_last if source.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((len(source), source.shape[1], h, w), dtype=source.dtype, device=source.device,
+                      memory_format=layout)  # fmt: skip
     for y in range(int(dy.max()) + 1):
         for x in range(int(dx.max()) + 1):
             idx = ((dy == y) & (dx == x)).nonzero().squeeze(1)

@@ -93,20 +93,25 @@ class AirNet(nn.Module):
         return self.classify(self.features(x, whiten_bias))
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, level: str = "flip") -> torch.Tensor:
-    """Test-time augmentation. 'none'; 'flip': mean of the image and its mirror; 'translate': also
-    one-pixel shifts up-left and down-right, weighted 1/2 unshifted, 1/4 each shift (airbench's
-    level 2), six views in all."""
-    def mirrored(v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (model(v) + model(v.flip(-1)))
-
+def tta_views(x: torch.Tensor, level: str = "flip") -> tuple[list[torch.Tensor], list[float]]:
+    """Test-time augmentation views and their weights. 'none'; 'flip': the image and its mirror;
+    'translate': also one-pixel shifts up-left and down-right, weighted 1/2 unshifted, 1/4 each
+    shift (airbench's level 2), six views in all. The first two views are always the image and its
+    mirror (the exporter's class maps rely on it)."""
     if level == "none":
-        return model(x)
+        return [x], [1.0]
     if level == "flip":
-        return mirrored(x)
+        return [x, x.flip(-1)], [0.5, 0.5]
     if level == "translate":
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
         h, w = x.shape[-2:]
-        shifted = [padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]]
-        return 0.5 * mirrored(x) + 0.25 * sum(mirrored(s) for s in shifted)
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]
+        views = [x, x.flip(-1), up_left, up_left.flip(-1), down_right, down_right.flip(-1)]
+        return views, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
     raise ValueError(f"unknown TTA level {level!r}: use none, flip or translate")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: str = "flip") -> torch.Tensor:
+    """Weighted mean of the logits over `tta_views`, one view at a time (bounded memory)."""
+    views, weights = tta_views(x, level)
+    return sum(wt * model(v) for v, wt in zip(views, weights))
