@@ -70,7 +70,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     try:
         precision = "fp16" if a.fp16 else "int8" if a.int8 else "fp32"
         result = export(a.checkpoint, a.output, data_dir=a.data_dir, tta=a.tta, verify_n=a.verify_n,
-                        precision=precision)  # fmt: skip
+                        precision=precision, calibrate=not a.no_calibrate)  # fmt: skip
     except (ExportError, CheckpointError) as e:
         _err(str(e))
         return 1
@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     var = e.add_mutually_exclusive_group()
     var.add_argument("--fp16", action="store_true", help="half-precision weights (for the CUDA provider)")
     var.add_argument("--int8", action="store_true", help="static int8 quantisation, calibrated on training images")
+    e.add_argument("--no-calibrate", action="store_true",
+                   help="keep the net's raw confidences (default: fit a softmax temperature on half the "
+                        "verification images)")  # fmt: skip
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)
 

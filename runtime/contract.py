@@ -64,6 +64,7 @@ KEY_THRESHOLD = "uncertainty_threshold"  # top-1 probability below which a predi
 KEY_EXPORTER = "exporter"  # exporter name and version, torch and onnx versions
 KEY_PRECISION = "precision"  # "fp32", "fp16" or "int8"
 KEY_GFLOPS = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
+KEY_TEMPERATURE = "temperature"  # softmax temperature inside the graph, fitted at export ("1.0000": none)
 OPTIONAL_KEYS = (
     KEY_TEST_SET,
     KEY_CHECKPOINT_SHA256,
@@ -74,6 +75,7 @@ OPTIONAL_KEYS = (
     KEY_EXPORTER,
     KEY_PRECISION,
     KEY_GFLOPS,
+    KEY_TEMPERATURE,
 )
 
 CIFAR10_CLASSES = (

@@ -11,7 +11,7 @@ import pytest
 
 from cifar10kit.runtime import contract as C
 
-from conftest import cli, has_torch
+from conftest import cli, has_torch, make_tiny_cifar
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 
@@ -173,3 +173,41 @@ def test_int8_and_fp16_variants(trained_run, tmp_path, tiny_cifar):
     # A quantised 6-view graph holds each weight once (its views run as one batch), not six times.
     assert files["int8-tta"].stat().st_size < 1.25 * files["int8"].stat().st_size
     assert files["int8"].stat().st_size < 0.75 * files["fp32"].stat().st_size  # tiny net: graph overhead counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Calibration
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    from cifar10kit.export.exporter import fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (20000, 10))
+    for true_t in (0.5, 2.5):
+        p = np.exp(logits / true_t)
+        p /= p.sum(1, keepdims=True)
+        labels = (p.cumsum(1) > rng.random((len(p), 1))).argmax(1)  # labels drawn from softmax(z / T)
+        assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.05)
+
+
+def test_export_calibrates_on_held_out_half(trained_run, tmp_path):
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    data = make_tiny_cifar(tmp_path / "data", test=1000)  # enough labelled images to calibrate on
+    quiet = dict(data_dir=str(data), tta="flip", log=lambda *_: None)
+    raw, cal = tmp_path / "raw.onnx", tmp_path / "cal.onnx"
+    assert export(trained_run, raw, calibrate=False, **quiet)["metadata"][C.KEY_TEMPERATURE] == "1.0000"
+    result = export(trained_run, cal, **quiet)
+    fit = result["calibration"]
+    assert fit["fit_images"] == fit["held_out_images"] == 500
+    assert fit["ece_after"] < fit["ece_before"]  # measured on the half the fit never saw
+    t = float(result["metadata"][C.KEY_TEMPERATURE])
+    assert t == pytest.approx(fit["temperature"], abs=1e-4) and abs(t - 1) > 0.05
+    # The graph applies exactly that temperature: p_cal is p_raw ** (1/T), renormalised.
+    x, _, _ = load_cifar10(data, "test")
+    p_raw, p_cal = _run(raw, x[:64])[0], _run(cal, x[:64])[0]
+    expected = p_raw.astype(np.float64) ** (1 / t)
+    np.testing.assert_allclose(p_cal, expected / expected.sum(1, keepdims=True), atol=2e-4)
+    assert (p_cal.argmax(1) == p_raw.argmax(1)).all()
