@@ -1000,6 +1000,7 @@ class App:
             "Test-time augmentation": info.tta,
             "Uncertainty threshold": _threshold_text(t),
             "Precision": raw.get("precision", "—"),
+            "Calibration": _calibration_text(raw.get("temperature")),
             "Heatmaps (cam output)": "yes" if info.has_cam else "no",
             "Created": info.created,
             "Written by": raw.get("exporter", f"cifar10kit {info.version}"),
@@ -1195,6 +1196,16 @@ def _recipe_text(raw: dict[str, str]) -> str:
         lines.append("(not recorded in this file)")
     extra = [f"{k}: {raw[k]}" for k in ("seed", "checkpoint_sha256") if k in raw]
     return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def _calibration_text(temperature: str | None) -> str:
+    try:
+        t = float(temperature) if temperature is not None else 1.0
+    except ValueError:
+        return f"unreadable temperature {temperature!r}"
+    if t == 1.0:
+        return "none: probabilities are the net's raw confidences"
+    return f"temperature {t:.3f}: probabilities are calibrated confidences"
 
 
 def _threshold_text(t: float | None) -> str:

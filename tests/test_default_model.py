@@ -20,6 +20,7 @@ def test_shipped_model_is_installed_and_follows_the_contract():
     assert model.info.class_names[:3] == ("airplane", "automobile", "bird")
     assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.95
     assert model.info.has_cam and model.info.threshold is not None
+    assert float(model.info.raw["temperature"]) < 1  # calibrated at export: label smoothing under-states confidence
 
 
 def test_shipped_model_classifies_real_test_images(shared_data):
@@ -40,3 +41,4 @@ def test_shipped_model_accuracy_on_the_full_test_set(shared_data):
     out = json.loads(r.stdout)
     assert out["n"] == 10000
     assert out["accuracy"] >= 0.950
+    assert out["ece"] < 0.03  # temperature-scaled at export; uncalibrated, this recipe scores about 0.2
