@@ -335,13 +335,16 @@ def make_variant(src: Path, dst: Path, precision: str, data_dir: str | None, pix
 
     try:
         calib, _, _ = load_cifar10(data_dir, "train")
-        calib = calib[np.random.default_rng(0).choice(len(calib), 1024, replace=False)]
+        calib = calib[np.random.default_rng(0).choice(len(calib), min(1024, len(calib)), replace=False)]
     except Exception:  # noqa: BLE001 - no training data: calibrate on the verification images
         calib = pixels[:1024]
+    # Equal batches: onnxruntime's percentile calibrator stacks them and fails on a short last one.
+    batch = min(64, len(calib))
+    calib = calib[: len(calib) // batch * batch]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{C.INPUT_NAME: calib[i : i + 64]} for i in range(0, len(calib), 64)])
+            self.batches = iter([{C.INPUT_NAME: calib[i : i + batch]} for i in range(0, len(calib), batch)])
 
         def get_next(self):
             return next(self.batches, None)
