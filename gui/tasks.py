@@ -18,8 +18,8 @@ POLL_MS = 20
 
 
 class _Lane:
-    """One daemon thread running jobs in order. Daemon, so closing the window never waits for a
-    long job (a big batch) to finish."""
+    """One daemon thread running jobs in order. Daemon, so closing the window never waits long for a
+    job (a big batch) to finish; `Tasks.close` gives running jobs a moment to end first."""
 
     def __init__(self, name: str):
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -33,6 +33,9 @@ class _Lane:
     def stop(self) -> None:
         self._stopped = True  # queued jobs are dropped, not run
         self._jobs.put(None)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None and not self._stopped:
@@ -96,7 +99,9 @@ class Tasks:
             time.sleep(0.005)
         return False
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
+        """Stop every lane and wait up to `grace` seconds for running jobs: a process that exits while a
+        worker is inside onnxruntime can abort in C++ teardown ("terminate called ...")."""
         self._closed = True
         try:
             self.root.after_cancel(self._after)
@@ -106,6 +111,9 @@ class Tasks:
             # A running job finishes in its daemon thread; its outcome is ignored because nobody
             # drains the inbox any more.
             lane.stop()
+        deadline = time.monotonic() + grace
+        for lane in self._lanes.values():
+            lane.join(max(0.0, deadline - time.monotonic()))
 
     def drain(self) -> None:
         while True:

@@ -392,7 +392,7 @@ class BatchView(ttk.Frame):
 
 MODEL_FIELDS = (
     "File", "Classes", "Test accuracy", "Test set", "Architecture", "Dataset", "Test-time augmentation",
-    "Uncertainty threshold", "Precision", "Heatmaps (cam output)", "Created", "Written by", "Provider",
+    "Uncertainty threshold", "Precision", "Calibration", "Heatmaps (cam output)", "Created", "Written by", "Provider",
     "Last prediction",
 )  # fmt: skip
 

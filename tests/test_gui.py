@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -397,6 +398,9 @@ def test_bad_model_keeps_the_old_one(app, image_dir, tmp_path, monkeypatch):
     assert before["Architecture"] == good.info.architecture
     assert "%" in before["Test accuracy"] and "ms" in before["Last prediction"]
     assert before["Provider"] == "CPUExecutionProvider"
+    # The tiny test model was verified on 200 images, too few to calibrate; the tab says so.
+    assert good.info.raw["temperature"] == "1.0000" and before["Calibration"].startswith("none")
+    assert "0.496" in app_module._calibration_text("0.4960")
     app.show_tab("model")
     screenshot(app, "model")
 
@@ -433,6 +437,36 @@ def test_starts_without_a_model_and_loads_one_later(display, gui_model, image_di
         assert app.shown_top_class is not None  # the shown image was classified once a model arrived
     finally:
         app.close()
+
+
+def test_closing_waits_briefly_for_running_jobs(display):
+    import tkinter as tk
+
+    from cifar10kit.gui.tasks import Tasks
+
+    root = tk.Tk()
+    try:
+        started, finished, release = threading.Event(), threading.Event(), threading.Event()
+
+        def short_job() -> None:
+            started.set()
+            time.sleep(0.3)
+            finished.set()
+
+        tasks = Tasks(root, on_error=lambda e: None)
+        tasks.submit("work", short_job)
+        assert started.wait(5)
+        tasks.close()
+        assert finished.is_set()  # close let the running job end (no teardown under a live inference)
+
+        stuck = Tasks(root, on_error=lambda e: None)
+        stuck.submit("work", lambda: release.wait(30))
+        t0 = time.monotonic()
+        stuck.close(grace=0.2)
+        assert time.monotonic() - t0 < 5  # but never hangs on a job that does not end
+    finally:
+        release.set()
+        root.destroy()
 
 
 # ----------------------------------------------------------------------------------------------
