@@ -113,7 +113,10 @@ class Deployable(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, cam = self.scores(pixels)
-        return F.softmax(logits / self.temperature, dim=1), cam
+        return self.probabilities(logits), cam
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.softmax(logits / self.temperature, dim=1)
 
     def scores(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TTA-weighted logits (before the temperature) and class maps."""
@@ -180,9 +183,10 @@ def _ort_probs(path: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
 
 
 @torch.no_grad()
-def _torch_probs(module: nn.Module, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
-    starts = _progress(range(0, len(pixels), batch), "checking: PyTorch")
-    return np.concatenate([module(torch.from_numpy(pixels[i : i + batch]))[0].numpy() for i in starts])
+def _torch_logits(module: Deployable, pixels: np.ndarray, batch: int = 500) -> torch.Tensor:
+    """PyTorch's logits before the temperature: one pass, shared by calibration and verification."""
+    starts = _progress(range(0, len(pixels), batch), "PyTorch")
+    return torch.cat([module.scores(torch.from_numpy(pixels[i : i + batch]))[0] for i in starts])
 
 
 def _progress(batches: range, desc: str):
@@ -193,10 +197,11 @@ def _progress(batches: range, desc: str):
 
 
 def verify(
-    module: nn.Module, path: Path, pixels: np.ndarray, labels: np.ndarray | None
+    p_torch: np.ndarray, path: Path, pixels: np.ndarray, labels: np.ndarray | None
 ) -> tuple[Verification, np.ndarray]:
-    """The comparison, and onnxruntime's probabilities (reused for the metadata, not computed twice)."""
-    p_torch, p_ort = _torch_probs(module, pixels), _ort_probs(path, pixels)
+    """PyTorch's probabilities against the file's, and onnxruntime's probabilities (reused for the
+    metadata, not computed twice)."""
+    p_ort = _ort_probs(path, pixels)
     top_t, top_o = p_torch.argmax(1), p_ort.argmax(1)
     acc = (lambda top: float((top == labels).mean())) if labels is not None else (lambda top: None)
     check = Verification(
@@ -251,7 +256,8 @@ def export(
     output.parent.mkdir(parents=True, exist_ok=True)
 
     pixels, labels, test_set = _verification_set(ckpt, data_dir, verify_n, log)
-    calibration = fit_calibration(module, pixels, labels, log) if calibrate else {}
+    logits = _torch_logits(module, pixels)
+    calibration = fit_calibration(module, logits.numpy(), labels, log) if calibrate else {}
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         log(f"exporting {net.arch} ({ckpt_path}) with TTA {tta}, opset {C.OPSET}")
@@ -282,7 +288,9 @@ def export(
         staged = Path(tmp) / "model.onnx"
         onnx.save(model, str(staged))
 
-        check, probs = verify(module, staged, pixels, labels)
+        with torch.no_grad():
+            p_torch = module.probabilities(logits).numpy()  # with the fitted temperature, as in the graph
+        check, probs = verify(p_torch, staged, pixels, labels)
         log(
             f"verified on {check.n} images: max |dp| {check.max_abs_diff:.2e}, "
             f"top-1 agreement {check.agreement:.4%}"
@@ -408,7 +416,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def fit_calibration(module: Deployable, pixels: np.ndarray, labels: np.ndarray | None, log=print) -> dict[str, Any]:
+def fit_calibration(module: Deployable, logits: np.ndarray, labels: np.ndarray | None, log=print) -> dict[str, Any]:
     """Fit the temperature on the even-numbered labelled images and measure the expected calibration
     error on the odd-numbered ones, which the fit never saw. Sets `module.temperature`."""
     from ..runtime.evaluate import expected_calibration_error as ece
@@ -417,8 +425,6 @@ def fit_calibration(module: Deployable, pixels: np.ndarray, labels: np.ndarray |
         have = 0 if labels is None else len(labels)
         log(f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have {have}")
         return {}
-    starts = _progress(range(0, len(pixels), 500), "calibrating: PyTorch")
-    logits = np.concatenate([module.scores(torch.from_numpy(pixels[i : i + 500]))[0].numpy() for i in starts])
     t = fit_temperature(logits[0::2], labels[0::2])
     held, held_y = logits[1::2].astype(np.float64), labels[1::2]
 
