@@ -1,13 +1,17 @@
-"""Batched data augmentation on whole tensors (no per-image Python): flips and translations.
+"""Data augmentation: flips, translations and crops on whole tensors (no per-image Python), and
+robustness corruptions on the uint8 images before them.
 
-Both are deterministic functions of (seed, epoch), so a resumed run sees the same data as an
+All are deterministic functions of (seed, epoch), so a resumed run sees the same data as an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..runtime.corruptions import FAMILIES
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -60,3 +64,56 @@ def random_translate(images: torch.Tensor, pad: int, gen: torch.Generator) -> to
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
     return _shifted_windows(padded, h, w, dy, dx)
+
+
+# ----------------------------------------------------------------------------------------------
+# Robustness: a share of each epoch's images goes through one of the corruptions users' pictures
+# suffer (JPEG, noise, blur, exposure, colour, pixelation), at a random strength. The functions are
+# the report's own (`runtime/corruptions.py`), so training and measurement mean the same thing.
+
+# Relative odds of each family among corrupted images. JPEG leads: nearly every picture a user
+# drops on the app has been through it, and it is the largest gap on the clean-trained model.
+ROBUST_MIX: dict[str, float] = {
+    "jpeg": 0.35,
+    "gaussian_noise": 0.15,
+    "gaussian_blur": 0.1,
+    "brightness": 0.1,
+    "contrast": 0.1,
+    "saturation": 0.1,
+    "pixelate": 0.1,
+}
+# Strength ranges drawn uniformly; they span the report's five severities and a little past them.
+ROBUST_RANGES: dict[str, tuple[float, float]] = {
+    "jpeg": (10, 95),
+    "gaussian_noise": (0.01, 0.12),
+    "gaussian_blur": (0.3, 1.2),
+    "brightness": (0.2, 1.4),
+    "contrast": (0.1, 1.2),
+    "saturation": (0.0, 1.6),
+    "pixelate": (0.35, 0.9),
+}
+
+
+def robust_corrupt(images: np.ndarray, share: float, seed: int, epoch: int) -> np.ndarray:
+    """uint8 NHWC images with `share` of them corrupted; a pure function of (seed, epoch).
+
+    Cheap next to an epoch of training (a few seconds of Pillow per 50,000 images), and the
+    trainer computes the next epoch's copy on a worker thread while this one trains."""
+    if share <= 0:
+        return images
+    rng = np.random.default_rng([seed, epoch, 0xC0])
+    n = len(images)
+    names = list(ROBUST_MIX)
+    odds = np.array([ROBUST_MIX[k] for k in names])
+    picked = rng.random(n) < share
+    family = rng.choice(len(names), size=n, p=odds / odds.sum())
+    u = rng.random(n)
+    out = images.copy()
+    for f, name in enumerate(names):
+        idx = np.flatnonzero(picked & (family == f))
+        if len(idx) == 0:
+            continue
+        lo, hi = ROBUST_RANGES[name]
+        strength = lo + (hi - lo) * u[idx]
+        out[idx] = FAMILIES[name](images[idx], strength, np.random.default_rng([seed, epoch, f]))
+    return out
