@@ -65,7 +65,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     _need_train_extra("export")
     from .export.exporter import ExportError, export
-    from .train.persist import CheckpointError
+    from .train.checkpoint import CheckpointError
 
     try:
         precision = "fp16" if a.fp16 else "int8" if a.int8 else "fp32"

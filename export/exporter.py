@@ -25,8 +25,8 @@ from torch import nn
 
 from ..runtime import contract as C
 from ..runtime.dataset import file_digest, load_cifar10
+from ..train.checkpoint import CheckpointError, load_model, resolve_checkpoint  # noqa: F401 - re-exported
 from ..train.model import AirNet, tta_views
-from ..train.persist import CheckpointError, load_checkpoint
 
 MIN_AGREEMENT = 0.999  # top-1 agreement between PyTorch and onnxruntime, fp32
 MAX_ACC_DIFF = 0.001  # accuracy difference, as a fraction (0.1 points)
@@ -34,61 +34,6 @@ MAX_ACC_DIFF = 0.001  # accuracy difference, as a fraction (0.1 points)
 
 class ExportError(RuntimeError):
     """Export refused; the message says which check failed and by how much."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run folder (uses its model.pt, else last.pt) or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("model.pt", "last.pt"):
-            if (path / name).exists():
-                return path / name
-        raise CheckpointError(f"{path}: run folder has no model.pt or last.pt (did training finish?)")
-    return path
-
-
-def load_model(path: Path) -> tuple[AirNet, dict[str, Any]]:
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") != "cifar10kit-checkpoint":
-        if "model" in ckpt and "config" in ckpt:  # an unfinished run's last.pt
-            cfg = ckpt["config"]
-            ckpt = dict(ckpt, widths=cfg["widths"], class_names=list(C.CIFAR10_CLASSES),
-                        mean=list(C.CIFAR10_MEAN), std=list(C.CIFAR10_STD), dataset="CIFAR-10",
-                        tta=cfg.get("tta", "none"))  # fmt: skip
-        else:
-            raise CheckpointError(f"{path}: not a cifar10kit checkpoint (no model weights and config)")
-    _check_fields(path, ckpt)
-    model = AirNet(tuple(int(w) for w in ckpt["widths"]), len(ckpt["class_names"]))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, ValueError, TypeError) as e:
-        first = str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()
-        raise CheckpointError(
-            f"{path}: weights do not fit {model.arch} with {len(ckpt['class_names'])} classes ({first})"
-        ) from None
-    return model.eval(), ckpt
-
-
-def _check_fields(path: Path, ckpt: dict[str, Any]) -> None:
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: damaged checkpoint ({what}); re-run training or use another file")
-
-    if not isinstance(ckpt.get("model"), dict):
-        raise bad("no weights")
-    widths = ckpt.get("widths")
-    if not (isinstance(widths, (list, tuple)) and len(widths) == 3 and all(type(w) is int and w > 0 for w in widths)):
-        raise bad(f"widths {widths!r} are not three positive integers")
-    names = ckpt.get("class_names")
-    if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)):
-        raise bad("class_names missing or not a list of strings")
-    for key in ("mean", "std"):
-        v = ckpt.get(key)
-        if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
-            raise bad(f"{key} is not three numbers")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -603,7 +603,7 @@ CKPT_OK_ERRORS = ["foreign-dict", "other-widths", "other-classes", "tensor-top-l
 )
 def test_bad_checkpoint_is_refused_by_export(bad_checkpoints, tmp_path, kind):
     from cifar10kit.export.exporter import export
-    from cifar10kit.train.persist import CheckpointError
+    from cifar10kit.train.checkpoint import CheckpointError
 
     files, marker = bad_checkpoints
     out = tmp_path / "out.onnx"
@@ -734,7 +734,7 @@ def test_evaluate_folder_skips_hostile_files(tmp_path, trained_model, corpus):
 
 SAVER = r"""
 import signal, sys, torch
-from cifar10kit.train.persist import atomic_save
+from cifar10kit.train.checkpoint import atomic_save
 # Ctrl+C must raise KeyboardInterrupt here even when the test runner was started in the background,
 # where the shell sets SIGINT to "ignore" and children inherit that.
 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from ..runtime.contract import CIFAR10_MEAN, CIFAR10_STD
 from ..runtime.dataset import download_cifar10, load_cifar10
 from .augment import alternating_flip, epoch_generator, random_crop, random_translate, robust_corrupt
+from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
 from .model import AirNet, tta_logits
 from .optim import Muon
-from .persist import atomic_save, load_checkpoint
 
 # ----------------------------------------------------------------------------------------------
 # Configuration: plain values with defaults; presets override some; the command line overrides any.
@@ -255,7 +255,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     """Train (or resume) a run; returns the run directory holding model.pt, metrics and plots."""
     if resume:
         run_dir = Path(resume)
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_training_state(run_dir / "last.pt")
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
         # The run's own config decides what is trained; only where it runs may change.
@@ -348,11 +348,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             row["test_acc"] = accuracy(predict_logits(model, data.test_x, cfg, "none"), data.test_y)
         history.append(row)
         _write_metrics(run_dir, history)
-        atomic_save(
-            dict(config=dataclasses.asdict(cfg), epoch=epoch + 1, model=model.state_dict(),
-                 sgd=sgd.state_dict(), muon=muon.state_dict(), history=history),
-            run_dir / "last.pt",
-        )  # fmt: skip
+        save_training_state(run_dir / "last.pt", config=dataclasses.asdict(cfg), epoch=epoch + 1,
+                            model=model.state_dict(), sgd=sgd.state_dict(), muon=muon.state_dict(),
+                            history=history)  # fmt: skip
         test = f"{row['test_acc']:.4f}" if row["test_acc"] is not None else "-"
         print(
             f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
@@ -403,21 +401,17 @@ def finish(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list)
         confusion=confusion.tolist(),
     )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    atomic_save(
-        dict(
-            format="cifar10kit-checkpoint",
-            arch="airnet",
-            widths=list(model.widths),
-            class_names=list(data.class_names),
-            mean=list(data.mean),
-            std=list(data.std),
-            dataset=data.source,
-            model=model.state_dict(),
-            config=dataclasses.asdict(cfg),
-            test_acc=acc,
-            tta=cfg.tta,
-        ),
+    save_model_checkpoint(
         run_dir / "model.pt",
+        widths=model.widths,
+        class_names=data.class_names,
+        mean=data.mean,
+        std=data.std,
+        dataset=data.source,
+        model=model.state_dict(),
+        config=dataclasses.asdict(cfg),
+        test_acc=acc,
+        tta=cfg.tta,
     )
     try:
         from .plots import plot_run
