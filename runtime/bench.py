@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import contract as C
+from . import contract
 
 
 def time_model(
@@ -18,8 +18,8 @@ def time_model(
 ) -> dict[str, float]:
     """Latency of single images and throughput at `batch_size` for run(pixels uint8 NHWC)."""
     rng = np.random.default_rng(0)
-    one = rng.integers(0, 256, (1, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
-    big = rng.integers(0, 256, (batch_size, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
+    one = rng.integers(0, 256, (1, *contract.IMAGE_SHAPE), dtype=np.uint8)
+    big = rng.integers(0, 256, (batch_size, *contract.IMAGE_SHAPE), dtype=np.uint8)
     for _ in range(10):
         run(one)
     lat = []
@@ -51,13 +51,14 @@ def machine() -> str:
 
 
 def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None = None) -> int:
-    gflops = float(model.info.raw.get(C.KEY_GFLOPS, "nan") or "nan")
+    gflops = model.info.gflop_per_image or float("nan")
     rows = {"onnxruntime": time_model(lambda x: model.run(x), args.batch_size, args.repeats)}
     if torch_runner is not None:
         rows["pytorch eager"] = time_model(torch_runner, args.batch_size, args.repeats)
     for r in rows.values():
         r["gflop_per_s"] = r["images_per_s"] * gflops if gflops == gflops else None
-    out = {"model": str(model.path), "provider": model.provider, "machine": machine(),
+    out = {"model": str(model.path), "provider": model.provider, "requested_provider": model.requested_provider,
+           "provider_note": model.fallback_reason, "threads": model.threads, "machine": machine(),
            "gflop_per_image": gflops if gflops == gflops else None, "results": rows}  # fmt: skip
     if "pytorch eager" in rows:
         ort_r, pt = rows["onnxruntime"], rows["pytorch eager"]
@@ -66,7 +67,7 @@ def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None =
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{model.path.name} on {model.provider}; {out['machine']}")
+    print(f"{model.path.name} on {model.provider}, {model.threads} threads; {out['machine']}")
     print(f"{'':<15}{'batch-1 p50':>12}{'p99':>9}{'images/s':>11}{'GFLOP/s':>9}   (batch {args.batch_size})")
     for name, r in rows.items():
         gf = f"{r['gflop_per_s']:.0f}" if r["gflop_per_s"] else "-"

@@ -28,6 +28,7 @@ INPUT_NAME = "pixels"
 INPUT_DTYPE = "uint8"
 IMAGE_SIZE = 32
 CHANNELS = 3
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)  # one image, HWC
 INPUT_LAYOUT = "NHWC uint8 RGB 0-255"
 
 OUTPUT_PROBS = "probabilities"
@@ -63,7 +64,7 @@ KEY_TTA = "tta"  # "none" or "flip": test-time augmentation baked into the graph
 KEY_THRESHOLD = "uncertainty_threshold"  # top-1 probability below which a prediction is "uncertain"
 KEY_EXPORTER = "exporter"  # exporter name and version, torch and onnx versions
 KEY_PRECISION = "precision"  # "fp32", "fp16" or "int8"
-KEY_GFLOPS = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
+KEY_GFLOP_PER_IMAGE = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
 KEY_TEMPERATURE = "temperature"  # softmax temperature inside the graph, fitted at export ("1.0000": none)
 OPTIONAL_KEYS = (
     KEY_TEST_SET,
@@ -74,9 +75,10 @@ OPTIONAL_KEYS = (
     KEY_THRESHOLD,
     KEY_EXPORTER,
     KEY_PRECISION,
-    KEY_GFLOPS,
+    KEY_GFLOP_PER_IMAGE,
     KEY_TEMPERATURE,
 )
+KEY_GFLOPS = KEY_GFLOP_PER_IMAGE  # the old name; the exporter and its tests still use it
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -102,48 +104,122 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model file says about itself, parsed and checked."""
+    """What a model file says about itself, parsed and checked: one typed field per metadata key.
 
+    Optional keys a file lacks become None (or the documented default: tta "none", precision
+    "fp32"). `raw` keeps the strings as written, for display."""
+
+    # required keys
     class_names: tuple[str, ...]
     architecture: str
     dataset: str
     test_accuracy: float | None
     version: str
     created: str
-    has_cam: bool
-    threshold: float | None
-    tta: str
+    input_layout: str = INPUT_LAYOUT
+    contract_version: str = CONTRACT_VERSION
+    # optional keys
+    test_set: str | None = None
+    checkpoint_sha256: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    tta: str = "none"
+    uncertainty_threshold: float | None = None
+    exporter: str | None = None
+    precision: str = "fp32"
+    gflop_per_image: float | None = None
+    temperature: float | None = None
+    # from the graph, not the metadata
+    has_cam: bool = False
     raw: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def threshold(self) -> float | None:
+        """Short name of `uncertainty_threshold` (the app reads it)."""
+        return self.uncertainty_threshold
 
-def parse_metadata(meta: dict[str, str], source: str = "model") -> dict[str, Any]:
-    """Check the required keys and decode the structured ones; raise ContractError naming `source`."""
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ContractError(
-            f"{source}: metadata is missing {', '.join(missing)}; "
-            "it was not written by `cifar10 export` (re-export the checkpoint with it)"
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str = "model", has_cam: bool = False) -> ModelInfo:
+        """Check the required keys and decode every known one; raise ContractError naming `source`."""
+        missing = [k for k in REQUIRED_KEYS if k not in meta]
+        if missing:
+            raise ContractError(
+                f"{source}: metadata is missing {', '.join(missing)}; "
+                "it was not written by `cifar10 export` (re-export the checkpoint with it)"
+            )
+        if meta[KEY_CONTRACT] != CONTRACT_VERSION:
+            raise ContractError(
+                f"{source}: contract version {meta[KEY_CONTRACT]!r}, this runtime reads "
+                f"{CONTRACT_VERSION!r}; upgrade cifar10kit or re-export the model"
+            )
+        return cls(
+            class_names=_class_names(meta[KEY_CLASS_NAMES], source),
+            architecture=meta[KEY_ARCHITECTURE],
+            dataset=meta[KEY_DATASET],
+            test_accuracy=_number(meta, KEY_TEST_ACCURACY, source),
+            version=meta[KEY_VERSION],
+            created=meta[KEY_CREATED],
+            input_layout=meta[KEY_INPUT_LAYOUT],
+            contract_version=meta[KEY_CONTRACT],
+            test_set=meta.get(KEY_TEST_SET) or None,
+            checkpoint_sha256=meta.get(KEY_CHECKPOINT_SHA256) or None,
+            recipe=_recipe(meta.get(KEY_RECIPE, ""), source),
+            seed=_integer(meta, KEY_SEED, source),
+            tta=meta.get(KEY_TTA) or "none",
+            uncertainty_threshold=_number(meta, KEY_THRESHOLD, source),
+            exporter=meta.get(KEY_EXPORTER) or None,
+            precision=meta.get(KEY_PRECISION) or "fp32",
+            gflop_per_image=_number(meta, KEY_GFLOP_PER_IMAGE, source),
+            temperature=_number(meta, KEY_TEMPERATURE, source),
+            has_cam=has_cam,
+            raw=dict(meta),
         )
-    if meta[KEY_CONTRACT] != CONTRACT_VERSION:
-        raise ContractError(
-            f"{source}: contract version {meta[KEY_CONTRACT]!r}, this runtime reads "
-            f"{CONTRACT_VERSION!r}; upgrade cifar10kit or re-export the model"
-        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding single values: every failure names the file and the key
+
+_EMPTY = ("", "null", "None")
+
+
+def _class_names(value: str, source: str) -> tuple[str, ...]:
     try:
-        names = json.loads(meta[KEY_CLASS_NAMES])
+        names = json.loads(value)
     except json.JSONDecodeError as e:
         raise ContractError(f"{source}: class_names is not JSON ({e})") from None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ContractError(f"{source}: class_names must be a non-empty JSON list of strings")
-    out: dict[str, Any] = {"class_names": tuple(names)}
-    for key in (KEY_TEST_ACCURACY, KEY_THRESHOLD):
-        value = meta.get(key, "")
-        try:
-            out[key] = float(value) if value not in ("", "null", "None") else None
-        except ValueError:
-            raise ContractError(f"{source}: {key} is not a number: {value!r}") from None
-    return out
+    return tuple(names)
+
+
+def _number(meta: dict[str, str], key: str, source: str) -> float | None:
+    value = meta.get(key, "")
+    try:
+        return float(value) if value not in _EMPTY else None
+    except ValueError:
+        raise ContractError(f"{source}: {key} is not a number: {value!r}") from None
+
+
+def _integer(meta: dict[str, str], key: str, source: str) -> int | None:
+    value = meta.get(key, "")
+    try:
+        return int(value) if value not in _EMPTY else None
+    except ValueError:
+        raise ContractError(f"{source}: {key} is not an integer: {value!r}") from None
+
+
+def _recipe(value: str, source: str) -> dict[str, Any]:
+    if value in _EMPTY:
+        return {}
+    try:
+        recipe = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{source}: recipe is not JSON ({e})") from None
+    if not isinstance(recipe, dict):
+        raise ContractError(f"{source}: recipe must be a JSON object")
+    return recipe
+

@@ -10,14 +10,8 @@ is decoded by hand with `np.frombuffer`. A file that is anything else is rejecte
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickletools
-import shutil
-import tarfile
-import tempfile
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,46 +19,24 @@ from typing import Any
 import numpy as np
 
 from .contract import CIFAR10_CLASSES
+from .download import CIFAR_MD5, CIFAR_URL, FILE_MD5, download_cifar10, file_digest, verify_cifar10
+from .locations import CIFAR_DIRNAME, DATA_ENV, DatasetError, default_data_dir, resolve_data_dir
+from .preprocess import IMAGE_SUFFIXES, is_image_file
 
-# ----------------------------------------------------------------------------------------------
-# Where the data lives
-
-CIFAR_DIRNAME = "cifar-10-batches-py"
-DATA_ENV = "CIFAR10_DATA"
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+# Names other modules import from here; they live in download.py, locations.py and preprocess.py.
+__all__ = [
+    "CIFAR_DIRNAME", "CIFAR_MD5", "CIFAR_URL", "DATA_ENV", "FILE_MD5", "IMAGE_EXTENSIONS", "DatasetError",
+    "default_data_dir", "download_cifar10", "file_digest", "load_cifar10", "read_batch", "read_meta",
+    "resolve_data_dir", "scan_image_folder", "verify_cifar10",
+]  # fmt: skip
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the old name, still read by the app
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
-# Per-file MD5s of the official release (the same list torchvision publishes).
-FILE_MD5 = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-}
-IMAGE_EXTENSIONS = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-)  # fmt: skip
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be used; the message names the file or folder and what to do."""
-
-
-def default_data_dir() -> Path:
-    """`$CIFAR10_DATA` if set, else ~/.cache/cifar10kit."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "cifar10kit"
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The folder holding `cifar-10-batches-py/`; accepts that folder itself too."""
-    root = Path(data_dir) if data_dir else default_data_dir()
-    if root.name == CIFAR_DIRNAME:
-        root = root.parent
-    return root
+def download_hint(root: Path) -> str:
+    """What to type to get the data into `root` (every message that asks for a download uses it)."""
+    return f"download it with `cifar10 download --data-dir {root}`, or pass --data-dir / set ${DATA_ENV} to a copy"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,8 +188,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(e, TypeError):  # e.g. dict keys built by a callable: not a data-only pickle
             e = ValueError("it is not a data-only pickle")
         raise DatasetError(
-            f"{path}: not a valid CIFAR-10 batch ({e}); delete it and re-download "
-            f"(`cifar10 train --download`) or point --data-dir at a good copy"
+            f"{path}: not a valid CIFAR-10 batch ({e}); delete it and "
+            f"{download_hint(path.parent.parent if path.parent.name == CIFAR_DIRNAME else path.parent)}"
         ) from None
     images = flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
@@ -244,8 +216,7 @@ def load_cifar10(
     missing = [f for f in files if not (folder / f).exists()]
     if missing:
         raise DatasetError(
-            f"{folder}: CIFAR-10 {split} files missing ({', '.join(missing)}). Pass --data-dir "
-            f"(the folder holding {CIFAR_DIRNAME}/), set ${DATA_ENV}, or add --download"
+            f"{folder}: CIFAR-10 {split} files missing ({', '.join(missing)}); {download_hint(folder.parent)}"
         )
     names = read_meta(folder)
     parts = [read_batch(folder / f) for f in files]
@@ -255,89 +226,6 @@ def load_cifar10(
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     return images, labels, names
-
-
-# ----------------------------------------------------------------------------------------------
-# Download: verified before use, never half-used
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file, read in 1 MB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_cifar10(
-    data_dir: str | os.PathLike | None, file_md5: dict[str, str] = FILE_MD5
-) -> list[str]:
-    """Names of official files that are missing or differ from their published MD5."""
-    folder = resolve_data_dir(data_dir) / CIFAR_DIRNAME
-    bad = []
-    for name, md5 in file_md5.items():
-        f = folder / name
-        if not f.exists() or file_digest(f) != md5:
-            bad.append(name)
-    return bad
-
-
-def download_cifar10(
-    data_dir: str | os.PathLike | None,
-    url: str = CIFAR_URL,
-    md5: str = CIFAR_MD5,
-    file_md5: dict[str, str] = FILE_MD5,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Fetch and unpack the official archive into data_dir unless a good copy is there.
-
-    The archive is downloaded to a temporary file and checked against its MD5 before anything is
-    extracted; a corrupt or partial download is reported, deleted and fetched again once. Extraction
-    goes to a temporary folder that replaces the target only when complete.
-    """
-    root = resolve_data_dir(data_dir)
-    folder = root / CIFAR_DIRNAME
-    if folder.exists():
-        bad = verify_cifar10(root, file_md5)
-        if not bad:
-            return folder
-        print(f"{folder}: {', '.join(bad)} missing or corrupt (MD5 mismatch); downloading again")
-    root.mkdir(parents=True, exist_ok=True)
-    for attempt in (1, 2):
-        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-            archive = Path(tmp) / "cifar-10-python.tar.gz"
-            _fetch(url, archive, progress)
-            got = file_digest(archive)
-            if got != md5:
-                if attempt == 2:
-                    raise DatasetError(
-                        f"{url}: downloaded archive has MD5 {got}, expected {md5}, twice; "
-                        "check the network or download it by hand"
-                    )
-                print(f"download of {url} is corrupt or partial (MD5 {got}); retrying")
-                continue
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
-            extracted = Path(tmp) / CIFAR_DIRNAME
-            if not extracted.is_dir():
-                raise DatasetError(f"{url}: archive has no {CIFAR_DIRNAME}/ folder")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(extracted, folder)
-            return folder
-    raise AssertionError("unreachable")
-
-
-def _fetch(url: str, dest: Path, progress: Callable[[int, int], None] | None) -> None:
-    with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0)
-        done = 0
-        while chunk := resp.read(1 << 20):
-            out.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,9 +242,7 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
         raise DatasetError(f"{root}: no class sub-folders; put each class's images in root/<class>/")
     items = []
     for index, name in enumerate(classes):
-        for f in sorted((root / name).rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
-                items.append((f, index))
+        items.extend((f, index) for f in sorted((root / name).rglob("*")) if is_image_file(f))
     if not items:
-        raise DatasetError(f"{root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(f"{root}: class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
     return items, classes

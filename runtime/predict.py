@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import IMAGE_EXTENSIONS
-from .preprocess import ImageError, prepare
+from .preprocess import ImageError, is_image_file, prepare
 from .session import Classifier
 
 
@@ -46,10 +45,7 @@ def collect(inputs: Iterable[str], errors: list[Result] | None = None) -> list[P
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and not f.is_dir()
-            )  # fmt: skip
+            found = sorted(f for f in p.rglob("*") if is_image_file(f))
             if not found and errors is not None:
                 errors.append(Result(str(p), error=f"{p}: folder holds no images"))
             out.extend(found)

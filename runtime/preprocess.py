@@ -47,6 +47,23 @@ class ImageError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
+# Which files count as images: one rule for predict's folders, training folders and the app
+
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+)  # fmt: skip
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """An image suffix (any case), not hidden (`.DS_Store`, `._x.jpg` from macOS), not a folder.
+
+    Decided by name, not content: a bad file with an image name is still picked up, so it is
+    reported instead of silently skipped."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and not path.is_dir()
+
+
+# ----------------------------------------------------------------------------------------------
 # Opening: regular files only, never blocking
 
 

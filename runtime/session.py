@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import contract as C
+from . import contract
 from .contract import ContractError, ModelInfo
+from .cpu import default_threads
+from .providers import cuda_driver_present, cuda_failure_reason, duplicate_ort_warning, ort_build
+
+__all__ = ["Classifier", "Prediction", "ProviderError", "available_providers", "cuda_driver_present",
+           "default_model_path"]  # fmt: skip
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
 MODEL_ENV = "CIFAR10_MODEL"
@@ -44,6 +50,10 @@ def _preload_cuda_libraries(ort) -> None:
         pass
 
 
+class ProviderError(RuntimeError):
+    """`--provider cuda` where CUDA cannot run; the message says why and what to do."""
+
+
 @dataclass
 class Prediction:
     probs: np.ndarray  # float32 [N, C]
@@ -54,8 +64,12 @@ class Prediction:
 class Classifier:
     """A validated model file in an onnxruntime session.
 
-    provider: 'auto' tries CUDA then falls back to the CPU with a one-line notice; 'cuda' fails
-    unless CUDA really runs; 'cpu' never tries CUDA."""
+    provider: 'auto' tries CUDA where an NVIDIA driver is present and otherwise, or when CUDA does
+    not start, runs on the CPU (with a one-line note naming the cause when a driver was there);
+    'cuda' raises ProviderError unless CUDA really runs; 'cpu' never tries CUDA.
+    threads: onnxruntime's intra-op threads; 0 means what this process may really use
+    (`cpu.default_threads`: affinity, cgroup quota, physical cores).
+    `provider` is the provider the live session runs on; `fallback_reason` says why it is not CUDA."""
 
     def __init__(
         self,
@@ -63,54 +77,75 @@ class Classifier:
         provider: str = "auto",
         threads: int = 0,
         notify=print,
+        driver_probe: Callable[[], bool] = cuda_driver_present,
     ):
         self.path = Path(path) if path else default_model_path()
         if provider not in ("auto", "cuda", "cpu"):
             raise ValueError(f"provider {provider!r}: use auto, cuda or cpu")
+        self.requested_provider = provider
+        self.threads = threads if threads and threads > 0 else default_threads()
+        self.fallback_reason: str | None = None  # why CUDA was not used, when it was asked for
         ort = _ort()
-        self.session = self._open(ort, provider, threads, notify)
-        self.provider = self.session.get_providers()[0]
+        self.session = self._open(ort, provider, notify, driver_probe)
+        self.provider = self.session.get_providers()[0]  # what really runs, not what was asked
         self.info = self._check_contract()
         self.last_seconds = 0.0
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def _open(self, ort, provider: str, threads: int, notify):
+    def _options(self, ort, quiet: bool = False):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 4 if quiet else 3
+        return opts
+
+    def _open(self, ort, provider: str, notify, driver_probe: Callable[[], bool]):
         if not self.path.exists():
             raise ContractError(f"{self.path}: no such model file")
         if self.path.is_dir():
             raise ContractError(f"{self.path}: is a folder; give the path of a .onnx file")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.log_severity_level = 3
-        available = ort.get_available_providers()
-        want_cuda = provider in ("auto", "cuda")
-        if want_cuda and "CUDAExecutionProvider" in available and not cuda_driver_present():
+        if provider == "cpu":
+            return self._session(ort, self._options(ort), ["CPUExecutionProvider"])
+        has_cuda_provider = "CUDAExecutionProvider" in ort.get_available_providers()
+        driver = driver_probe()
+        reason, notable = None, driver  # a GPU-less machine falls back silently
+        if not driver:
             reason = "no NVIDIA driver (libcuda) on this machine"
-            if provider == "cuda":
-                raise RuntimeError(f"--provider cuda: CUDA is not usable ({reason}); use --provider auto or cpu")
-            return self._session(ort, opts, ["CPUExecutionProvider"])
-        if want_cuda and "CUDAExecutionProvider" in available:
-            _preload_cuda_libraries(ort)
-            try:
-                sess = self._session(ort, opts, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-                if sess.get_providers()[0] == "CUDAExecutionProvider":
-                    return sess
-                reason = "CUDA/cuDNN libraries could not be loaded"
-            except ContractError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                reason = str(e).splitlines()[0][:200]
-        elif want_cuda:
-            reason = "this onnxruntime build has no CUDA provider"
+        elif not has_cuda_provider:
+            build = ort_build(ort)
+            reason = f"{build.distribution} {build.version} has no CUDA provider; pip install onnxruntime-gpu"
+            if duplicate := duplicate_ort_warning():
+                reason += f" ({duplicate})"
         else:
-            reason = ""
+            session, reason = self._try_cuda(ort)
+            if session is not None:
+                return session
+        self.fallback_reason = reason
         if provider == "cuda":
-            raise RuntimeError(f"--provider cuda: CUDA is not usable ({reason}); use --provider auto or cpu")
-        if reason and provider == "auto":
-            notify(f"note: CUDA not used ({reason}); running on the CPU")
-        return self._session(ort, opts, ["CPUExecutionProvider"])
+            raise ProviderError(f"--provider cuda: CUDA is not usable: {reason}; use --provider auto or cpu")
+        if notable:
+            notify(f"note: CUDA not used, running on the CPU: {reason}")
+        return self._session(ort, self._options(ort), ["CPUExecutionProvider"])
+
+    def _try_cuda(self, ort):
+        """(a CUDA session, None), or (None, why CUDA did not start). The loader's own error log
+        is silenced for the attempt: the reason is reported once, in our words."""
+        _preload_cuda_libraries(ort)
+        error = ""
+        ort.set_default_logger_severity(4)
+        try:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            session = self._session(ort, self._options(ort, quiet=True), providers)
+            if session.get_providers()[0] == "CUDAExecutionProvider":
+                return session, None
+        except ContractError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+            error = str(e)
+        finally:
+            ort.set_default_logger_severity(3)
+        return None, cuda_failure_reason(ort, error)
 
     def _session(self, ort, opts, providers):
         try:
@@ -124,40 +159,29 @@ class Classifier:
     def _check_contract(self) -> ModelInfo:
         src = str(self.path)
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != C.INPUT_NAME:
+        if len(inputs) != 1 or inputs[0].name != contract.INPUT_NAME:
             names = [i.name for i in inputs]
-            raise ContractError(f"{src}: expected one input named {C.INPUT_NAME!r}, found {names}")
+            raise ContractError(f"{src}: expected one input named {contract.INPUT_NAME!r}, found {names}")
         inp = inputs[0]
         if inp.type != "tensor(uint8)":
             raise ContractError(f"{src}: input {inp.name!r} is {inp.type}, the contract says tensor(uint8)")
         shape = list(inp.shape)
-        if len(shape) != 4 or shape[1:] != [C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS]:
+        if len(shape) != 4 or tuple(shape[1:]) != contract.IMAGE_SHAPE:
             raise ContractError(f"{src}: input shape {shape}, the contract says [N, 32, 32, 3]")
         outputs = {o.name: o for o in self.session.get_outputs()}
-        if C.OUTPUT_PROBS not in outputs:
-            raise ContractError(f"{src}: no {C.OUTPUT_PROBS!r} output (found {list(outputs)})")
-        if outputs[C.OUTPUT_PROBS].type != "tensor(float)":
-            raise ContractError(f"{src}: {C.OUTPUT_PROBS!r} is {outputs[C.OUTPUT_PROBS].type}, not float32")
+        if contract.OUTPUT_PROBS not in outputs:
+            raise ContractError(f"{src}: no {contract.OUTPUT_PROBS!r} output (found {list(outputs)})")
+        if outputs[contract.OUTPUT_PROBS].type != "tensor(float)":
+            kind = outputs[contract.OUTPUT_PROBS].type
+            raise ContractError(f"{src}: {contract.OUTPUT_PROBS!r} is {kind}, not float32")
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        parsed = C.parse_metadata(meta, src)
-        n_out = outputs[C.OUTPUT_PROBS].shape[-1]
-        if isinstance(n_out, int) and n_out != len(parsed["class_names"]):
-            raise ContractError(
-                f"{src}: {n_out} output columns but {len(parsed['class_names'])} class names in metadata"
-            )
-        self.output_names = [C.OUTPUT_PROBS] + ([C.OUTPUT_CAM] if C.OUTPUT_CAM in outputs else [])
-        return ModelInfo(
-            class_names=parsed["class_names"],
-            architecture=meta[C.KEY_ARCHITECTURE],
-            dataset=meta[C.KEY_DATASET],
-            test_accuracy=parsed[C.KEY_TEST_ACCURACY],
-            version=meta[C.KEY_VERSION],
-            created=meta[C.KEY_CREATED],
-            has_cam=C.OUTPUT_CAM in outputs,
-            threshold=parsed[C.KEY_THRESHOLD],
-            tta=meta.get(C.KEY_TTA, "none"),
-            raw=meta,
-        )
+        has_cam = contract.OUTPUT_CAM in outputs
+        info = ModelInfo.from_metadata(meta, src, has_cam=has_cam)
+        n_out = outputs[contract.OUTPUT_PROBS].shape[-1]
+        if isinstance(n_out, int) and n_out != info.num_classes:
+            raise ContractError(f"{src}: {n_out} output columns but {info.num_classes} class names in metadata")
+        self.output_names = [contract.OUTPUT_PROBS] + ([contract.OUTPUT_CAM] if has_cam else [])
+        return info
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -170,11 +194,11 @@ class Classifier:
         pixels = np.asarray(pixels)
         if pixels.ndim == 3:
             pixels = pixels[None]
-        if pixels.dtype != np.uint8 or pixels.shape[1:] != (C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS):
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != contract.IMAGE_SHAPE:
             raise ValueError(f"pixels must be uint8 [N, 32, 32, 3], got {pixels.dtype} {pixels.shape}")
-        names = self.output_names if with_cam else [C.OUTPUT_PROBS]
+        names = self.output_names if with_cam else [contract.OUTPUT_PROBS]
         t0 = time.perf_counter()
-        outs = self.session.run(names, {C.INPUT_NAME: np.ascontiguousarray(pixels)})
+        outs = self.session.run(names, {contract.INPUT_NAME: np.ascontiguousarray(pixels)})
         self.last_seconds = time.perf_counter() - t0
         cam = outs[1] if with_cam and len(outs) > 1 else None
         return Prediction(outs[0], cam, self.last_seconds)
@@ -194,20 +218,6 @@ class Classifier:
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     def is_uncertain(self, probs: np.ndarray) -> bool:
-        t = self.info.threshold
+        t = self.info.uncertainty_threshold
         return t is not None and float(probs.max()) < t
 
-
-def cuda_driver_present() -> bool:
-    """Whether the NVIDIA driver library loads. Without it, asking onnxruntime for CUDA only
-    produces a wall of loader errors, so machines with no GPU never try (and print nothing)."""
-    import ctypes
-
-    names = ["nvcuda.dll"] if os.name == "nt" else ["libcuda.so.1", "libcuda.so", "libcuda.dylib"]
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
