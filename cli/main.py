@@ -81,7 +81,8 @@ def cmd_gui(a: argparse.Namespace) -> int:
         from .gui.app import main as gui_main
     except ImportError as e:
         raise SystemExit(f"error: the GUI needs Tkinter ({e}); install your Python's tk package") from None
-    return gui_main(model=a.model, image=a.image, provider=a.provider, data_dir=a.data_dir)
+    return gui_main(model=a.model, image=a.image, provider=a.provider, data_dir=a.data_dir,
+                    threads=a.threads or 0)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gui", help="the desktop app")
     model_opts(g)
     g.add_argument("image", nargs="?", help="an image to open")
-    g.add_argument("--data-dir", help="CIFAR-10 for the examples gallery (default $CIFAR10_DATA, else the user cache)")
+    g.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ for the gallery (default $CIFAR10_DATA, "
+                   "else the user cache; without it the gallery shows the shipped examples)")
+    threads_opt(g)
     g.set_defaults(func=cmd_gui)
     return p
 

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..runtime.heatmap import overlay
-from ..runtime.preprocess import to_rgb
+from ..runtime.preprocess import center_square, exif_orientation, to_rgb
 
 # Below this size an image is "small": enlarged by whole-number factors with nearest-neighbour, so
 # each source pixel stays a crisp square instead of a blur (CIFAR-10 images are 32x32).
@@ -47,8 +47,7 @@ def original_size(path: str, decoded: Image.Image) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            return (h, w) if rotated else (w, h)
+            return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
     except Exception:  # noqa: BLE001
         return decoded.size
 
@@ -71,18 +70,10 @@ def fit_into(img: Image.Image, width: int, height: int) -> Image.Image:
     return img.resize(size, method, reducing_gap=3.0 if scale < 0.5 else None)
 
 
-def crop_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The centre square the model sees, as preprocess.fit crops it: (left, top, right, bottom)."""
-    w, h = size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return left, top, left + side, top + side
-
-
 def with_heatmap(img: Image.Image, cam: np.ndarray) -> Image.Image:
-    """The class-activation map blended over the part of `img` the model saw (its centre square);
+    """A heatmap blended over the part of `img` the model saw (its centre square);
     the cropped-away margins are dimmed, since they played no part in the prediction."""
-    box = crop_box(img.size)
+    box = center_square(img.size)
     if box == (0, 0, *img.size):
         return overlay(img, cam)
     out = Image.blend(img.convert("RGB"), Image.new("RGB", img.size, (0, 0, 0)), 0.55)

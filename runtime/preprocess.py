@@ -148,7 +148,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 # Normalising: orientation, transparency, bit depth, colour space
 
 
-def _orientation(img: Image.Image) -> int:
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 1 when absent or unreadable). 5-8 swap width and height."""
     try:
         value = img.getexif().get(_ORIENTATION, 1)
         return int(value) if isinstance(value, int) else 1
@@ -192,7 +193,7 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
         # Decode at the smallest power-of-two reduction that still leaves >= 4x the target size.
         img.draft(img.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
     img.load()
-    if _orientation(img) in range(2, 9):
+    if exif_orientation(img) in range(2, 9):
         img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in _HIGH_DEPTH:
@@ -225,12 +226,17 @@ def fit(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
 
     The crop is a real crop: `resize(box=...)` would let the Lanczos kernel reach ~3 source pixels
     per output pixel beyond the box, so the cropped-away margins would tint the edge columns."""
-    w, h = img.size
-    side = min(w, h)
-    if w != h:
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
+    if img.width != img.height:
+        img = img.crop(center_square(img.size))
     return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def center_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centre square `fit` keeps of an image of `size` (w, h): (left, top, right, bottom)."""
+    w, h = size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
 
 
 def to_input(img: Image.Image) -> np.ndarray:

@@ -1,8 +1,10 @@
 """The desktop app in real Tk windows on a private Xvfb display.
 
-Each test drives the app the way a person does (the methods the buttons, dialogs and keys call, and
-real key presses through xdotool), waits for the background work, and checks what the window shows
-against the runtime's own answer. Screenshots of each tab go to tests/artifacts/screenshots/.
+Each test drives the app the way a person does (the tabs' public actions, which the buttons, dialogs
+and keys call, and real key presses through xdotool), waits for the background work, and checks what
+the window shows (the views' read-back methods) against the runtime's own answer. Screenshots of each
+tab go to tests/artifacts/screenshots/. The tabs' plain-Python logic is tested without a window in
+test_gui_logic.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -102,8 +103,8 @@ def app(display, gui_model):
 
     a = App(model=gui_model, modal_errors=False, gallery_limit=600, data_dir=DATA_DIR, provider="cpu")
     a.root.geometry("1240x800+0+0")
-    assert a.wait_idle(30), "the model did not load"
-    assert a.classifier is not None, a.status_text
+    assert a.tasks.wait_idle(30), "the model did not load"
+    assert a.model is not None, a.status.message()
     yield a
     a.close()
     # Background jobs end soon after close (a batch checks its cancel flag per image); wait for them
@@ -133,24 +134,24 @@ def expected_top(classifier, path: Path) -> set[str]:
 
 def test_open_image_shows_what_the_runtime_predicts(app, classifier, image_dir):
     for path in good_images(image_dir):
-        app.open_image(path)
-        assert app.wait_idle(10)
-        assert app.shown_top_class in expected_top(classifier, path), path.name
-        assert not app.status_is_error, app.status_text
-        assert path.name in app.status_text
+        app.classify.open_image(path)
+        assert app.tasks.wait_idle(10)
+        assert app.classify.view.top_class() in expected_top(classifier, path), path.name
+        assert not app.status.is_error(), app.status.message()
+        assert path.name in app.status.message()
     # The model's view is the 32x32 input, enlarged with whole-number nearest-neighbour steps.
-    view = app.model_view_image
+    view = app.classify.view.model_picture
     assert view is not None and view.width == view.height and view.width % 32 == 0
     # Small images are enlarged crisply: every shown pixel block is one source pixel.
-    app.open_image(good_images(image_dir)[0])
-    app.wait_idle(10)
-    shown = np.asarray(app.displayed_image)
+    app.classify.open_image(good_images(image_dir)[0])
+    app.tasks.wait_idle(10)
+    shown = np.asarray(app.classify.view.picture)
     f = shown.shape[0] // 32
-    assert f >= 2 and np.array_equal(shown[::f, ::f], np.asarray(app.shown.display))
+    assert f >= 2 and np.array_equal(shown[::f, ::f], np.asarray(app.classify.shown.display))
 
 
 def test_ctrl_o_opens_the_file_chosen_in_the_dialog(app, classifier, image_dir, monkeypatch):
-    from cifar10kit.gui import app as app_module
+    from tkinter import filedialog
 
     target = good_images(image_dir)[2]
     asked = []
@@ -159,97 +160,105 @@ def test_ctrl_o_opens_the_file_chosen_in_the_dialog(app, classifier, image_dir, 
         asked.append(kwargs)
         return str(target)
 
-    monkeypatch.setattr(app_module.filedialog, "askopenfilename", fake_dialog)
+    monkeypatch.setattr(filedialog, "askopenfilename", fake_dialog)
     press(app, "ctrl+o")
-    assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
-    app.wait_idle(10)
+    assert pump_until(app, lambda: app.classify.shown is not None and app.classify.shown.source == str(target))
+    app.tasks.wait_idle(10)
     assert asked, "Ctrl+O did not open the file dialog"
-    assert app.shown_top_class in expected_top(classifier, target)
+    assert app.classify.view.top_class() in expected_top(classifier, target)
 
 
 def test_corrupt_file_is_reported_and_the_app_keeps_working(app, classifier, image_dir):
-    app.open_image(image_dir / "05_broken.png")
-    app.wait_idle(10)
-    assert app.status_is_error
-    assert "05_broken.png" in app.status_text and "corrupt" in app.status_text
-    assert app.shown is None and app.displayed_image is None
+    app.classify.open_image(image_dir / "05_broken.png")
+    app.tasks.wait_idle(10)
+    assert app.status.is_error()
+    assert "05_broken.png" in app.status.message() and "corrupt" in app.status.message()
+    assert app.classify.shown is None and app.classify.view.picture is None
     # Next moves on past the bad file to its neighbour in the folder.
     press(app, "Right")
-    app.wait_idle(10)
+    app.tasks.wait_idle(10)
     neighbour = sorted(image_dir.iterdir())[sorted(image_dir.iterdir()).index(image_dir / "05_broken.png") + 1]
-    assert app.shown is not None and Path(app.shown.source) == neighbour
-    assert app.shown_top_class in expected_top(classifier, neighbour)
-    assert not app.status_is_error
+    assert app.classify.shown is not None and Path(app.classify.shown.source) == neighbour
+    assert app.classify.view.top_class() in expected_top(classifier, neighbour)
+    assert not app.status.is_error()
     # A missing file and a folder are errors too, never exceptions.
     for bad in (image_dir / "missing.png", image_dir):
-        app.open_image(bad)
-        app.wait_idle(10)
-        assert app.status_is_error, bad
+        app.classify.open_image(bad)
+        app.tasks.wait_idle(10)
+        assert app.status.is_error(), bad
 
 
 def test_window_stays_responsive_and_stale_results_are_dropped(app, image_dir, monkeypatch):
     import time
 
-    from cifar10kit.gui import app as app_module
+    from cifar10kit.gui import classify_jobs
 
-    real_load = app_module.load_image
+    real_load = classify_jobs.load_image
 
     def slow_load(path):
         if "00_" in Path(path).name:
             time.sleep(0.8)
         return real_load(path)
 
-    monkeypatch.setattr(app_module, "load_image", slow_load)
+    monkeypatch.setattr(classify_jobs, "load_image", slow_load)
     slow, fast = good_images(image_dir)[0], good_images(image_dir)[1]
     t0 = time.perf_counter()
-    app.open_image(slow)
+    app.classify.open_image(slow)
     assert time.perf_counter() - t0 < 0.2, "opening blocked the Tk thread"
     ticks = []
     app.root.after(100, lambda: ticks.append(time.perf_counter()))
-    app.open_image(fast)  # opened while the slow one is still decoding: the fast one must win
+    app.classify.open_image(fast)  # opened while the slow one is still decoding: the fast one must win
     assert pump_until(app, lambda: bool(ticks), timeout=0.6), "the event loop stalled during decoding"
-    assert app.wait_idle(10)
-    assert app.shown.source == str(fast)
+    assert app.tasks.wait_idle(10)
+    assert app.classify.shown.source == str(fast)
     # Resizing the window re-renders the image to the new size.
-    big = app.displayed_image.size
+    big = app.classify.view.picture.size
     app.root.geometry("1000x640")
-    assert pump_until(app, lambda: app.displayed_image.size != big, timeout=3)
-    assert app.displayed_image.width < big[0]
+    assert pump_until(app, lambda: app.classify.view.picture.size != big, timeout=3)
+    assert app.classify.view.picture.width < big[0]
 
 
 def test_left_right_walk_the_folder(app, image_dir):
     files = sorted(image_dir.iterdir())
-    app.open_image(files[0])
-    app.wait_idle(10)
+    app.classify.open_image(files[0])
+    app.tasks.wait_idle(10)
     press(app, "Right")
-    app.wait_idle(10)
-    assert Path(app.shown.source) == files[1]
+    app.tasks.wait_idle(10)
+    assert Path(app.classify.shown.source) == files[1]
     press(app, "Left")
     press(app, "Left")  # wraps around to the last file
-    app.wait_idle(10)
-    assert Path(app.shown.source) == files[-1]
+    app.tasks.wait_idle(10)
+    assert Path(app.classify.shown.source) == files[-1]
 
 
 def test_heatmap_toggle_and_class_choice_change_the_picture(app, image_dir):
+    from cifar10kit.gui.classify_jobs import HEATMAP_METHOD
+
     path = image_dir / "10_wide.jpg"
-    app.open_image(path)
-    app.wait_idle(10)
-    assert app.classifier.info.has_cam
-    plain = np.asarray(app.displayed_image).copy()
+    app.classify.open_image(path)
+    app.tasks.wait_idle(10)
+    assert app.model.info.has_cam
+    plain = np.asarray(app.classify.view.picture).copy()
     screenshot(app, "classify")
     press(app, "h")
-    assert app.heatmap_on
-    heat = np.asarray(app.displayed_image).copy()
+    assert app.classify.view.heatmap_on()
+    assert app.tasks.wait_idle(10)  # the heatmap is computed in the background
+    heat = np.asarray(app.classify.view.picture).copy()
     assert heat.shape == plain.shape and not np.array_equal(heat, plain)
+    # The caption says which class and which method drew the map, and how fine it is.
+    top = app.classify.view.top_class()
+    caption = app.classify.view.caption()
+    assert f"“{top}”" in caption and f"heatmap: {HEATMAP_METHOD}, " in caption, caption
     screenshot(app, "classify-heatmap")
     # A click on another class's bar shows that class's map.
-    other = [n for n in app.classifier.class_names if n != app.shown_top_class][0]
-    app.set_cam_class(other)
-    assert app.cam_class == other
-    assert not np.array_equal(np.asarray(app.displayed_image), heat)
+    other = [n for n in app.model.class_names if n != top][0]
+    app.classify.set_cam_class(other)
+    assert app.tasks.wait_idle(10)
+    assert app.classify.cam_class == other and f"“{other}”" in app.classify.view.caption()
+    assert not np.array_equal(np.asarray(app.classify.view.picture), heat)
     press(app, "h")
-    assert not app.heatmap_on
-    assert np.array_equal(np.asarray(app.displayed_image), plain)
+    assert not app.classify.view.heatmap_on()
+    assert np.array_equal(np.asarray(app.classify.view.picture), plain)
 
 
 def test_paste_a_path_and_drop_a_file(app, classifier, image_dir):
@@ -257,28 +266,28 @@ def test_paste_a_path_and_drop_a_file(app, classifier, image_dir):
     app.root.clipboard_clear()
     app.root.clipboard_append(str(target))
     press(app, "ctrl+v")
-    assert pump_until(app, lambda: app.shown is not None and app.shown.source == str(target))
-    app.wait_idle(10)
-    assert app.shown_top_class in expected_top(classifier, target)
+    assert pump_until(app, lambda: app.classify.shown is not None and app.classify.shown.source == str(target))
+    app.tasks.wait_idle(10)
+    assert app.classify.view.top_class() in expected_top(classifier, target)
     app.root.clipboard_clear()
     app.root.clipboard_append("not a path at all")
-    app.paste()
-    app.wait_idle(10)
-    assert app.status_is_error and "not the path of an image" in app.status_text
+    app.classify.paste()
+    app.tasks.wait_idle(10)
+    assert app.status.is_error() and "not the path of an image" in app.status.message()
 
     # Drag and drop: the handler gets Tcl's list syntax (braces around paths with spaces).
     spaced = image_dir / "with space.png"
     shutil.copy(target, spaced)
     try:
-        app._on_drop(SimpleNamespace(data="{" + str(spaced) + "}", action="copy"))
-        app.wait_idle(10)
-        assert app.shown.source == str(spaced)
+        app.drop("{" + str(spaced) + "}")
+        app.tasks.wait_idle(10)
+        assert app.classify.shown.source == str(spaced)
     finally:
         spaced.unlink()
     # A dropped folder is classified in the Batch tab.
-    app._on_drop(SimpleNamespace(data=str(image_dir), action="copy"))
-    assert app.wait_idle(20)
-    assert app.tab == "batch" and len(app.batch_rows()) == len(list(image_dir.iterdir()))
+    app.drop(str(image_dir))
+    assert app.tasks.wait_idle(20)
+    assert app.current_tab() == "batch" and len(app.batch.view.rows()) == len(list(image_dir.iterdir()))
     try:
         import tkinterdnd2  # noqa: F401
     except ImportError:
@@ -288,16 +297,16 @@ def test_paste_a_path_and_drop_a_file(app, classifier, image_dir):
 
 
 def test_uncertain_predictions_are_flagged(app, image_dir):
-    model = app.classifier
-    model.info = dataclasses.replace(model.info, threshold=None)  # never flagged
-    app.open_image(good_images(image_dir)[0])
-    app.wait_idle(10)
-    assert not app.shown_uncertain and app.uncertain_text == ""
-    model.info = dataclasses.replace(model.info, threshold=0.999)  # no prediction of this model is that sure
-    app.open_image(good_images(image_dir)[0])
-    app.wait_idle(10)
-    assert app.shown_uncertain
-    assert "Uncertain" in app.uncertain_text and "none of these" in app.uncertain_text
+    model = app.model
+    model.info = dataclasses.replace(model.info, uncertainty_threshold=None)  # never flagged
+    app.classify.open_image(good_images(image_dir)[0])
+    app.tasks.wait_idle(10)
+    assert not app.classify.shown.uncertain and app.classify.view.warning() == ""
+    model.info = dataclasses.replace(model.info, uncertainty_threshold=0.999)  # no prediction is that sure
+    app.classify.open_image(good_images(image_dir)[0])
+    app.tasks.wait_idle(10)
+    assert app.classify.shown.uncertain
+    assert "Uncertain" in app.classify.view.warning() and "none of these" in app.classify.view.warning()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,31 +319,71 @@ def test_gallery_shows_test_images_and_filters_mistakes(app):
 
     images, labels, names = load_cifar10(DATA_DIR, "test")
     app.show_tab("gallery")
-    assert app.wait_idle(30)
-    g = app.gallery
+    assert app.tasks.wait_idle(30)
+    g = app.gallery.images
     assert g is not None and len(g.labels) == 600 and g.done == 600
-    cells = app.gallery_cells
+    cells = app.gallery.view.cells()
     assert len(cells) > 10
     for index, true, pred in cells:
         assert true == names[labels[index]]
-        assert pred == app.classifier.class_names[int(np.argmax(app.classifier.run(images[index]).probs))]
+        assert pred == app.model.class_names[int(np.argmax(app.model.run(images[index]).probs))]
     screenshot(app, "gallery")
 
-    app.gallery_set_mistakes_only(True)
-    mistakes = app.gallery_cells
+    app.gallery.set_mistakes_only(True)
+    mistakes = app.gallery.view.cells()
     assert mistakes and all(pred is not None and pred != true for _, true, pred in mistakes)
     screenshot(app, "gallery-mistakes")
 
     # A click on a cell inspects that image in the Classify tab; Right moves within the filter.
     first, true, pred = mistakes[0]
-    app.gallery_inspect(first)
-    app.wait_idle(10)
-    assert app.tab == "classify"
-    assert app.shown.gallery_index == first and app.shown.true_label == true
-    assert app.shown_top_class == pred
+    app.gallery.inspect(first)
+    app.tasks.wait_idle(10)
+    assert app.current_tab() == "classify"
+    assert app.classify.shown.gallery_index == first and app.classify.shown.true_label == true
+    assert app.classify.view.top_class() == pred
     press(app, "Right")
-    app.wait_idle(10)
-    assert app.shown.gallery_index == mistakes[1][0]
+    app.tasks.wait_idle(10)
+    assert app.classify.shown.gallery_index == mistakes[1][0]
+
+
+def test_gallery_shows_the_shipped_examples_without_a_data_folder(display, gui_model, tmp_path, monkeypatch):
+    from cifar10kit.gui.app import App
+    from cifar10kit.runtime.examples import example_images
+
+    # No --data-dir, no $CIFAR10_DATA, an empty per-user cache: the gallery falls back to the examples.
+    monkeypatch.delenv("CIFAR10_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    app = App(model=gui_model, modal_errors=False, provider="cpu")
+    try:
+        app.root.geometry("1240x800+0+0")
+        assert app.tasks.wait_idle(30)
+        app.show_tab("gallery")
+        assert app.tasks.wait_idle(30)
+        examples = example_images()
+        g = app.gallery.images
+        assert g is not None and g.examples and len(g.labels) == len(examples) == 100
+        first = app.gallery.view.cells()
+        assert 0 < len(first) < len(examples)  # more than one page
+        for index, true, pred in first:
+            assert true == examples[index].label and pred is not None
+        # Next page (the ▶ button's action, then the Right key), and back.
+        app.gallery.turn(1)
+        second = app.gallery.view.cells()
+        assert second and second[0][0] == len(first)
+        press(app, "Right")
+        third = app.gallery.view.cells()
+        assert third and third[0][0] > second[0][0]
+        press(app, "Left")
+        app.gallery.turn(-1)
+        assert app.gallery.view.cells() == first
+        # A cell opens in the Classify tab under its test-batch number.
+        app.gallery.inspect(3)
+        assert app.tasks.wait_idle(10)
+        assert app.classify.shown.source == f"CIFAR-10 test image #{examples[3].test_index}"
+        assert app.classify.shown.true_label == examples[3].label
+    finally:
+        app.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,14 +391,14 @@ def test_gallery_shows_test_images_and_filters_mistakes(app):
 
 
 def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path, monkeypatch):
-    from cifar10kit.gui import app as app_module
+    from tkinter import filedialog
 
-    monkeypatch.setattr(app_module.filedialog, "askdirectory", lambda **kw: str(image_dir))
+    monkeypatch.setattr(filedialog, "askdirectory", lambda **kw: str(image_dir))
     press(app, "ctrl+b")
-    assert app.tab == "batch"
-    assert pump_until(app, lambda: app.batch_running or bool(app.batch_rows()), timeout=5)
-    assert app.wait_idle(30)
-    rows = app.batch_rows()
+    assert app.current_tab() == "batch"
+    assert pump_until(app, lambda: app.batch.running or bool(app.batch.view.rows()), timeout=5)
+    assert app.tasks.wait_idle(30)
+    rows = app.batch.view.rows()
     assert sorted(r["file"] for r in rows) == sorted(p.name for p in image_dir.iterdir())
     by_file = {r["file"]: r for r in rows}
     broken = by_file.pop("05_broken.png")
@@ -357,32 +406,33 @@ def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path
     for name, row in by_file.items():
         assert row["label"] in expected_top(classifier, image_dir / name), name
         assert row["error"] == "" and row["probability"].endswith("%")
-    assert "1 error" in app.status_text
+    assert "1 error" in app.status.message()
     screenshot(app, "batch")
 
-    app.batch_sort("probability")
-    app.batch_sort("probability")  # a second click reverses: most confident first
-    probs = [r["result"].probability for r in app.batch_rows()]
+    app.batch.sort("probability")
+    app.batch.sort("probability")  # a second click reverses: most confident first
+    probs = [r.probability for r in app.batch.results()]
     assert probs[-1] is None and probs[:-1] == sorted(probs[:-1], reverse=True)
 
     out = tmp_path / "predictions.csv"
-    monkeypatch.setattr(app_module.filedialog, "asksaveasfilename", lambda **kw: str(out))
-    app.batch_export_dialog()
+    monkeypatch.setattr(filedialog, "asksaveasfilename", lambda **kw: str(out))
+    app.batch.export_dialog()
     with open(out, newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
-    assert [Path(r["path"]).name for r in table] == [r["file"] for r in app.batch_rows()]
+    assert [Path(r["path"]).name for r in table] == [r["file"] for r in app.batch.view.rows()]
     for r in table:
         if Path(r["path"]).name == "05_broken.png":
             assert r["label"] == "" and "corrupt" in r["error"]
         else:
             assert r["label"] in expected_top(classifier, Path(r["path"]))
-            assert 0 < float(r["probability"]) <= 1 and r["top_k"].startswith(r["label"] + ":")
+            assert 0 < float(r["probability"]) <= 1 and r["top1_label"] == r["label"]
+            assert r["provider"] == "CPUExecutionProvider"
     # A folder with no images says so instead of showing an empty table silently.
     empty = tmp_path / "empty"
     empty.mkdir()
-    app.batch_start(empty)
-    app.wait_idle(10)
-    assert app.status_is_error and "no images" in app.status_text
+    app.batch.start(empty)
+    app.tasks.wait_idle(10)
+    assert app.status.is_error() and "no images" in app.status.message()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,17 +440,19 @@ def test_batch_folder_table_sorting_and_csv(app, classifier, image_dir, tmp_path
 
 
 def test_bad_model_keeps_the_old_one(app, image_dir, tmp_path, monkeypatch):
-    from cifar10kit.gui import app as app_module
+    from tkinter import filedialog
 
-    app.open_image(good_images(image_dir)[0])
-    app.wait_idle(10)
-    good, before = app.classifier, app.model_fields
+    from cifar10kit.gui import text
+
+    app.classify.open_image(good_images(image_dir)[0])
+    app.tasks.wait_idle(10)
+    good, before = app.model, app.model_tab.view.fields()
     assert before["Architecture"] == good.info.architecture
     assert "%" in before["Test accuracy"] and "ms" in before["Last prediction"]
     assert before["Provider"] == "CPUExecutionProvider"
     # The tiny test model was verified on 200 images, too few to calibrate; the tab says so.
-    assert good.info.raw["temperature"] == "1.0000" and before["Calibration"].startswith("none")
-    assert "0.496" in app_module._calibration_text("0.4960")
+    assert good.info.temperature == 1.0 and before["Calibration"].startswith("none")
+    assert "0.496" in text.calibration_text(0.496)
     app.show_tab("model")
     screenshot(app, "model")
 
@@ -409,17 +461,17 @@ def test_bad_model_keeps_the_old_one(app, image_dir, tmp_path, monkeypatch):
     not_ours = tmp_path / "image-as-model.onnx"
     shutil.copy(good_images(image_dir)[0], not_ours)
     for path in (bad, not_ours, tmp_path / "missing.onnx"):
-        monkeypatch.setattr(app_module.filedialog, "askopenfilename", lambda p=path, **kw: str(p))
-        app.open_model_dialog()  # what the "Open model…" button does
-        app.wait_idle(10)
-        assert app.classifier is good
-        assert app.status_is_error and "Could not open the model" in app.status_text
-        assert good.path.name in app.status_text  # says which model is still in use
-        assert app.model_fields == before
+        monkeypatch.setattr(filedialog, "askopenfilename", lambda p=path, **kw: str(p))
+        app.model_tab.open_dialog()  # what the "Open model…" button does
+        app.tasks.wait_idle(10)
+        assert app.model is good
+        assert app.status.is_error() and "Could not open the model" in app.status.message()
+        assert good.path.name in app.status.message()  # says which model is still in use
+        assert app.model_tab.view.fields() == before
     # The app still classifies with the old model.
-    app.open_image(good_images(image_dir)[1])
-    app.wait_idle(10)
-    assert app.shown_top_class is not None and app.shown.model is good
+    app.classify.open_image(good_images(image_dir)[1])
+    app.tasks.wait_idle(10)
+    assert app.classify.view.top_class() is not None and app.classify.shown.model is good
 
 
 def test_starts_without_a_model_and_loads_one_later(display, gui_model, image_dir, tmp_path):
@@ -427,14 +479,28 @@ def test_starts_without_a_model_and_loads_one_later(display, gui_model, image_di
 
     app = App(model=tmp_path / "none.onnx", modal_errors=False)
     try:
-        app.wait_idle(10)
-        assert app.classifier is None and app.status_is_error
-        app.open_image(good_images(image_dir)[0])  # shown without a prediction
-        app.wait_idle(10)
-        assert app.shown is not None and app.shown_top_class is None
-        app.load_model(gui_model)
-        app.wait_idle(10)
-        assert app.shown_top_class is not None  # the shown image was classified once a model arrived
+        app.tasks.wait_idle(10)
+        assert app.model is None and app.status.is_error()
+        app.classify.open_image(good_images(image_dir)[0])  # shown without a prediction
+        app.tasks.wait_idle(10)
+        assert app.classify.shown is not None and app.classify.view.top_class() is None
+        app.model_tab.load(gui_model)
+        app.tasks.wait_idle(10)
+        assert app.classify.view.top_class() is not None  # the shown image was classified once a model arrived
+    finally:
+        app.close()
+
+
+def test_thread_count_reaches_the_session(display, gui_model):
+    from cifar10kit.gui.app import App
+    from cifar10kit.main import build_parser
+
+    args = build_parser().parse_args(["gui", "--threads", "1"])
+    assert args.threads == 1
+    app = App(model=gui_model, modal_errors=False, provider="cpu", threads=args.threads)
+    try:
+        assert app.tasks.wait_idle(30) and app.model is not None
+        assert app.model.session.get_session_options().intra_op_num_threads == 1
     finally:
         app.close()
 
@@ -482,9 +548,9 @@ def test_app_never_imports_torch_and_starts_fast(display, gui_model, image_dir, 
         app = gui.App(model={str(gui_model)!r}, modal_errors=False)
         app.root.update()
         ready = time.perf_counter() - t0
-        app.open_image({str(good_images(image_dir)[0])!r})
-        assert app.wait_idle(20)
-        assert app.shown_top_class is not None, app.status_text
+        app.classify.open_image({str(good_images(image_dir)[0])!r})
+        assert app.tasks.wait_idle(20)
+        assert app.classify.view.top_class() is not None, app.status.message()
         app.close()
         banned = [m for m in ("torch", "matplotlib", "torchvision") if m in sys.modules]
         assert not banned, banned

@@ -1,0 +1,116 @@
+"""The Classify tab's work off the Tk thread, in plain Python: decode an image from a file or the
+clipboard, classify it, compute a class's heatmap. Each job returns a value for the Tk thread.
+
+Sections: what is shown, the jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..runtime.preprocess import ImageError, load_image, to_input, to_rgb
+from ..runtime.session import Classifier
+from . import imaging, text
+from .inputs import folder_images, grab_clipboard, paste_candidates
+
+HEATMAP_METHOD = "cam"  # what draws the heatmap: the model's own class-activation map (`cam` output)
+
+# ----------------------------------------------------------------------------------------------
+# The shown image
+
+
+@dataclass
+class Shown:
+    """The image in the Classify tab and what the model said about it."""
+
+    source: str  # what the user opened: a path, "clipboard", "CIFAR-10 test image #12"
+    display: Image.Image  # screen copy, at most imaging.DISPLAY_MAX_SIDE
+    pixels: np.ndarray  # the model input, uint8 [32, 32, 3]
+    size: tuple[int, int]  # original size
+    true_label: str | None = None  # known for gallery images
+    gallery_index: int | None = None
+    probs: np.ndarray | None = None  # [C]; None while no model is loaded
+    cam: np.ndarray | None = None  # [C, h, w]; None when the model has no heatmap
+    seconds: float = 0.0
+    model: Classifier | None = None  # the model that produced probs
+    heatmaps: dict[str, Heatmap] = field(default_factory=dict)  # by class name, computed on demand
+
+    @property
+    def top_class(self) -> str | None:
+        if self.probs is None or self.model is None:
+            return None
+        return self.model.class_names[int(np.argmax(self.probs))]
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether the prediction is flagged "uncertain / none of these"."""
+        return self.probs is not None and self.model is not None and self.model.is_uncertain(self.probs)
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    values: np.ndarray  # [h, w] evidence for one class over the 32x32 input
+    method: str  # what computed it, for the caption
+    grid: str  # how fine it is, e.g. "3×3"
+
+
+@dataclass
+class Opened:
+    """A worker's answer to "open this file": the image, or why not, and the file's neighbours."""
+
+    path: Path
+    shown: Shown | None
+    error: str | None
+    siblings: list[Path] | None  # None: not from a folder (clipboard); Left/Right keep their folder
+
+
+# ----------------------------------------------------------------------------------------------
+# The jobs (run in the "infer" lane)
+
+
+def predict(model: Classifier | None, shown: Shown) -> Shown:
+    if model is None:
+        return dataclasses.replace(shown, probs=None, cam=None, model=None)
+    pred = model.run(shown.pixels, with_cam=model.info.has_cam)
+    cam = pred.cam[0] if pred.cam is not None else None
+    return dataclasses.replace(shown, probs=pred.probs[0], cam=cam, seconds=pred.seconds, model=model)
+
+
+def compute_heatmap(model: Classifier, shown: Shown, class_name: str) -> Heatmap:
+    """Where the model found evidence for `class_name` in the shown image."""
+    assert shown.cam is not None
+    values = shown.cam[model.class_names.index(class_name)]
+    return Heatmap(values, HEATMAP_METHOD, f"{values.shape[0]}×{values.shape[1]}")
+
+
+def open_file(path: Path, model: Classifier | None) -> Opened:
+    siblings = folder_images(path.parent)
+    try:
+        img = load_image(path)
+    except ImageError as e:
+        return Opened(path, None, str(e), siblings)
+    display = imaging.display_from_file(str(path), img)
+    shown = Shown(str(path), display, to_input(img), imaging.original_size(str(path), img))
+    return Opened(path, predict(model, shown), None, siblings)
+
+
+def open_clipboard(clip_text: str | None, model: Classifier | None) -> Opened:
+    """An image on the clipboard, else the first pasted path that is a file."""
+    grabbed = grab_clipboard()
+    where = Path("clipboard")
+    if isinstance(grabbed, Image.Image):
+        try:
+            img = to_rgb(grabbed, source="clipboard image")
+        except ImageError as e:
+            return Opened(where, None, str(e), None)
+        shown = Shown("clipboard", imaging.display_copy(img), to_input(img), img.size)
+        return Opened(where, predict(model, shown), None, None)
+    for path in paste_candidates(grabbed, clip_text):
+        if path.is_file():
+            return open_file(path, model)
+    return Opened(where, None, text.paste_failure(clip_text), None)
