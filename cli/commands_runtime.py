@@ -33,12 +33,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table = ResultsCsv(args.csv, top_k, model.provider)
         except OSError as e:
             fail(f"{args.csv}: cannot write the CSV file ({e.strerror or e})", EXIT_USAGE)
+    heat = None
+    if args.heatmap:  # one `<stem>_heatmap.png` per classified file, for the predicted class
+        from .runtime.heatmap import OverlayWriter
+
+        try:
+            heat = OverlayWriter(model, args.heatmap, notify=err)
+        except ValueError as e:
+            fail(str(e), EXIT_USAGE)
     try:
         for r in failed:
             _emit(r, args, model.provider, table)
         for r in classify_paths(model, paths, top_k=top_k, batch_size=args.batch_size, progress=progress):
             results.append(r)
             _emit(r, args, model.provider, table)
+            if heat:
+                heat.write(r)
     except BaseException:
         if table:
             table.discard()
@@ -48,7 +58,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bad = sum(r.error is not None for r in results)
     if not args.json:
         print(f"{len(results) - bad} classified, {bad} failed ({model.provider})", file=sys.stderr)
-    return EXIT_FAILED if bad or not results else EXIT_OK
+    if heat and not args.json:
+        print(f"{heat.written} heatmaps written to {heat.folder}", file=sys.stderr)
+    return EXIT_FAILED if bad or not results or (heat and heat.failed) else EXIT_OK
 
 
 def _emit(r, args: argparse.Namespace, provider: str, table) -> None:

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", metavar="FILE", help="also write results to a CSV file (columns: see the README)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    pr.add_argument("--heatmap", metavar="DIR",
+                    help="also write DIR/<name>_heatmap.png per image: where the evidence for the predicted "
+                         "class is (occlusion, 8x8)")  # fmt: skip
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy on the CIFAR-10 test batch or a labelled folder")
