@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from .contract import CIFAR10_MEAN
+from .preprocess import ImageError, fit, load_image, to_input
+
 SIDE = 32  # the contract's input side
 METHODS = ("occlusion", "cam")
 PATCH = 8  # occluder side in pixels
@@ -87,8 +90,6 @@ def patch_origins(patch: int = PATCH, stride: int = STRIDE) -> list[int]:
 def occluded_batch(pixels: np.ndarray, patch: int = PATCH, stride: int = STRIDE, fill: str = "blur") -> np.ndarray:
     """uint8 [1 + K, 32, 32, 3]: the image itself, then one copy per patch with that patch replaced by
     the occluder. fill: "blur" (a blurred copy of the image) or "mean" (the dataset's mean colour)."""
-    from .contract import CIFAR10_MEAN
-
     pixels = np.asarray(pixels, dtype=np.uint8)
     if fill == "blur":
         filler = np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
@@ -143,10 +144,18 @@ def occlusion(
 ) -> Heatmap:  # fmt: skip
     """Occlusion sensitivity through one model run. `model` is a session.Classifier; class_index
     None means the class the model predicts for the image. score: "probability" or "log_odds"."""
-    probs = model.run(occluded_batch(pixels, patch, stride, fill)).probs
-    c = int(np.argmax(probs[0])) if class_index is None else int(class_index)
     if score not in ("probability", "log_odds"):
         raise ValueError(f"score {score!r}: use probability or log_odds")
+    probs = model.run(occluded_batch(pixels, patch, stride, fill)).probs
+    c = int(np.argmax(probs[0])) if class_index is None else int(class_index)
+    return _occlusion_map(probs, c, patch, stride, score, sigma)
+
+
+def _occlusion_map(
+    probs: np.ndarray, c: int, patch: int = PATCH, stride: int = STRIDE, score: str = "probability",
+    sigma: float = SMOOTH_SIGMA,
+) -> Heatmap:  # fmt: skip
+    """The map of class c from the probabilities of an occluded batch (row 0: the untouched image)."""
     s = log_odds(probs, c) if score == "log_odds" else probs[:, c].astype(np.float64)
     heat = normalise_map(smooth(np.maximum(spread(s[0] - s[1:], patch, stride), 0.0), sigma))
     cells = -(-SIDE // stride)  # patches overlap, so their 4-pixel steps make the grid, not their count
@@ -159,29 +168,53 @@ def upsample(cam: np.ndarray, side: int = SIDE) -> np.ndarray:
     return np.asarray(img.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64)
 
 
+def _cam_map(probs: np.ndarray, cam: np.ndarray, c: int) -> Heatmap:
+    heat = normalise_map(upsample(normalise_map(cam[c])))
+    return Heatmap(heat.astype(np.float32), "cam", f"{cam.shape[1]}×{cam.shape[2]}", c, float(probs[c]))
+
+
 def class_activation(model, pixels: np.ndarray, class_index: int | None = None) -> Heatmap:
     """The model's own `cam` output for one class, upsampled to 32x32 (needs a file with that output)."""
+    probs, cam = _cam_run(model, pixels)
+    return _cam_map(probs, cam, int(np.argmax(probs)) if class_index is None else int(class_index))
+
+
+def _cam_run(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not model.info.has_cam:
         raise ValueError(f"{model.path}: this model has no 'cam' output; use method='occlusion'")
     pred = model.run(np.asarray(pixels, dtype=np.uint8)[None], with_cam=True)
-    c = int(np.argmax(pred.probs[0])) if class_index is None else int(class_index)
-    raw = pred.cam[0, c]
-    heat = normalise_map(upsample(normalise_map(raw)))
-    grid = f"{raw.shape[0]}×{raw.shape[1]}"
-    return Heatmap(heat.astype(np.float32), "cam", grid, c, float(pred.probs[0, c]))
+    return pred.probs[0], pred.cam[0]
+
+
+def _check(model, pixels: np.ndarray, method: str, class_index: int | None = None) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.shape != (SIDE, SIDE, 3):
+        raise ValueError(f"pixels must be uint8 [32, 32, 3], got {pixels.dtype} {pixels.shape}")
+    if class_index is not None and not 0 <= class_index < len(model.class_names):
+        raise ValueError(f"class_index {class_index}: the model has classes 0..{len(model.class_names) - 1}")
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    return pixels
 
 
 def heatmap(model, pixels: np.ndarray, class_index: int | None = None, method: str = "occlusion") -> Heatmap:
     """The heatmap the app and `cifar10 predict --heatmap` show: one image uint8 [32, 32, 3], the class
-    to explain (None: the predicted one), and the method ("occlusion" or "cam")."""
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8 or pixels.shape != (SIDE, SIDE, 3):
-        raise ValueError(f"pixels must be uint8 [32, 32, 3], got {pixels.dtype} {pixels.shape}")
-    if method == "occlusion":
-        return occlusion(model, pixels, class_index)
+    to explain (None: the predicted one), and the method ("occlusion" or "cam"). One model run."""
+    pixels = _check(model, pixels, method, class_index)
     if method == "cam":
         return class_activation(model, pixels, class_index)
-    raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    return occlusion(model, pixels, class_index)
+
+
+def heatmaps(model, pixels: np.ndarray, method: str = "occlusion") -> list[Heatmap]:
+    """Every class's heatmap (list index = class index) from the same single model run, so an app that
+    keeps them can switch classes without running the model again."""
+    pixels = _check(model, pixels, method)
+    if method == "cam":
+        probs, cam = _cam_run(model, pixels)
+        return [_cam_map(probs, cam, c) for c in range(len(probs))]
+    probs = model.run(occluded_batch(pixels)).probs
+    return [_occlusion_map(probs, c) for c in range(probs.shape[1])]
 
 
 # -- overlay files -------------------------------------------------------------------------------
@@ -193,8 +226,6 @@ CAPTION_HEIGHT = 22
 def overlay_image(view: Image.Image, heat: Heatmap, caption: str, side: int = VIEW_SIDE) -> Image.Image:
     """The picture `predict --heatmap` writes: the model's view of the image (its centre square) and
     the same with the heatmap over it, side by side at `side` pixels, with a caption underneath."""
-    from .preprocess import fit
-
     view = fit(view.convert("RGB"), side) if view.size != (side, side) else view.convert("RGB")
     out = Image.new("RGB", (2 * side, side + CAPTION_HEIGHT), "white")
     out.paste(view, (0, 0))
@@ -250,8 +281,6 @@ class OverlayWriter:
 
     def write(self, result) -> Path | None:
         """result: a predict.Result. Returns the file written, or None."""
-        from .preprocess import ImageError, load_image, to_input
-
         if result.error is not None or result.label is None:
             return None
         source = Path(result.path)

@@ -101,6 +101,18 @@ def test_heatmap_for_another_class_is_a_different_map(model):
     assert not np.array_equal(other.values, top.values)
 
 
+@pytest.mark.parametrize("method", ["occlusion", "cam"])
+def test_every_class_from_one_run_equals_one_class_at_a_time(model, counted, method):
+    pixels = example(3)
+    every = H.heatmaps(model, pixels, method=method)
+    assert counted.calls == 1 and len(every) == len(model.class_names)
+    for c in (0, 7, every[0].class_index):
+        one = H.heatmap(model, pixels, class_index=c, method=method)
+        assert every[c].class_index == c and every[c].grid == one.grid
+        np.testing.assert_allclose(every[c].values, one.values, atol=1e-6)
+        assert every[c].probability == pytest.approx(one.probability, abs=1e-6)
+
+
 def test_occluded_batch_covers_the_image_patch_by_patch():
     pixels = example(0)
     batch = H.occluded_batch(pixels)
@@ -139,6 +151,8 @@ def test_bad_arguments_are_clear_errors(model):
         H.heatmap(model, example(3), method="gradcam")
     with pytest.raises(ValueError, match="uint8"):
         H.heatmap(model, example(3).astype(np.float32))
+    with pytest.raises(ValueError, match="class_index 10"):
+        H.heatmap(model, example(3), class_index=10)
     with pytest.raises(ValueError, match="score"):
         H.occlusion(model, example(3), score="logit")
 
