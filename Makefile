@@ -16,9 +16,10 @@ $(VENV)/.app: pyproject.toml | $(BIN)/python
 	$(PIP) -e .
 	@touch $@
 
-# Everything: the training extra (PyTorch), drag and drop, plots, test tools.
+# Everything: the training extra (PyTorch), drag and drop, plots, test tools, and the Triton server
+# for `cifar10 serve` (its PyTriton part installs on Linux x86-64 only; elsewhere those tests skip).
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[train,dnd,dev]'
+	$(PIP) -e '.[train,dnd,dev,serve]'
 	@touch $@ $(VENV)/.app
 
 app: $(VENV)/.app

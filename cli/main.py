@@ -14,6 +14,7 @@ import warnings
 
 from . import __version__
 from .commands_runtime import cmd_bench, cmd_download, cmd_evaluate, cmd_info, cmd_predict
+from .commands_serve import add_serve_parsers
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, positive_int
 from .common import need_train_extra as _need_train_extra
 
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
 
+    add_serve_parsers(sub, model_opts, threads_opt)
     g = sub.add_parser("gui", help="the desktop app")
     model_opts(g)
     g.add_argument("image", nargs="?", help="an image to open")
