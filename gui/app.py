@@ -69,7 +69,7 @@ class App:
     `app.tasks.wait_idle()`.
 
     modal_errors: False reports errors in the status bar only (never a blocking dialog).
-    threads: onnxruntime's CPU threads (0: its default, all cores)."""
+    threads: onnxruntime's CPU threads (0: the runtime's default, the cores this process may use)."""
 
     def __init__(
         self,
@@ -92,7 +92,6 @@ class App:
         self.modal_errors = modal_errors
         self.model: Classifier | None = None  # the model in use; Tk thread
         self.lane_model: Classifier | None = None  # the same, as the "infer" lane sees it; that thread only
-        self.last_error: str | None = None
         self._closed = False
 
         self._build(data_dir, gallery_limit)
@@ -176,7 +175,6 @@ class App:
 
     def report_error(self, message: str, modal: bool = True) -> None:
         """Status bar always; a dialog too for explicit actions, unless modal_errors is off."""
-        self.last_error = message
         self.status.show(message, error=True)
         if modal and self.modal_errors:
             messagebox.showerror(TITLE, message, parent=self.root)

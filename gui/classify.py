@@ -21,7 +21,7 @@ from PIL import Image, ImageTk
 
 from ..runtime.preprocess import IMAGE_SUFFIXES, center_square
 from . import imaging, text
-from .classify_jobs import HEATMAP_METHOD, Heatmap, Opened, Shown, compute_heatmap, open_clipboard, open_file, predict
+from .classify_jobs import Heatmap, Opened, Shown, compute_heatmaps, open_clipboard, open_file, predict
 from .prob_bars import ProbBars
 from .theme import IMAGE_BG, PANEL_BG, photo
 
@@ -74,7 +74,7 @@ class ClassifyView(ttk.Frame):
         )  # packed only while it has something to say
         self._hint = ttk.Label(side, text="Click a class to see its heatmap", style="Small.TLabel", background=PANEL_BG)
         self._hint.pack(anchor="w", pady=(pad * 2, 2))
-        self._bars = ProbBars(side, actions["cam_class"], scale)
+        self._bars = ProbBars(side, actions["heat_class"], scale)
         self._bars.pack(fill="x")
         ttk.Label(side, text="WHAT THE MODEL SEES (32×32)", style="Small.TLabel", background=PANEL_BG).pack(
             anchor="w", pady=(pad * 2, 2)
@@ -181,11 +181,11 @@ class ClassifyTab:
         self.view = ClassifyView(
             notebook, app.scale,
             {"open": self.open_dialog, "paste": self.paste, "prev": lambda: self.step_image(-1),
-             "next": lambda: self.step_image(1), "heatmap": self._heatmap_changed, "cam_class": self.set_cam_class,
+             "next": lambda: self.step_image(1), "heatmap": self.render, "heat_class": self.set_heat_class,
              "resize": self._schedule_render},
         )  # fmt: skip
         self.shown: Shown | None = None
-        self.cam_class: str | None = None  # None: the top class
+        self.heat_class: str | None = None  # None: the top class
         self._error: str | None = None  # shown in the canvas after a failed open
         self._seq = 0  # bumps on every open, so a slow stale result never replaces a newer one
         # Left/Right: through the folder of the last opened file, or the gallery's selection. Both
@@ -195,7 +195,7 @@ class ClassifyTab:
         self._nav_pos = -1
         self._gallery_index = -1
         self._render_pending: str | None = None
-        self._heat_pending: set[tuple[int, str]] = set()  # (id of a Shown, class) being computed
+        self._heat_pending: set[int] = set()  # ids of the Shown whose heatmaps are being computed
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -258,8 +258,6 @@ class ClassifyTab:
 
     def model_changed(self) -> None:
         """A new model is in use: classify the shown image again with it."""
-        if self.view.heatmap_on() and not self._has_heatmap():
-            self.view.set_heatmap(False)
         if self.shown is not None:
             seq, shown = self._seq, self.shown
             self.app.tasks.submit(
@@ -298,7 +296,7 @@ class ClassifyTab:
     def _show(self, shown: Shown, new: bool) -> None:
         self.shown, self._error = shown, None
         if new:
-            self.cam_class = None
+            self.heat_class = None
         name = Path(shown.source).name if shown.gallery_index is None else shown.source
         self.app.set_title(name)
         self.render()
@@ -313,59 +311,43 @@ class ClassifyTab:
     def toggle_heatmap(self) -> None:
         """H and the Heatmap check box."""
         self.view.set_heatmap(not self.view.heatmap_on())
-        self._heatmap_changed()
+        self.render()
 
-    def set_cam_class(self, name: str) -> None:
+    def set_heat_class(self, name: str) -> None:
         """Show the heatmap of class `name` (a click on its bar); turns the heatmap on."""
-        self.cam_class = name
-        if not self.view.heatmap_on():
-            self.view.set_heatmap(True)
-            self._heatmap_changed()
-        else:
-            self.render()
-
-    def _has_heatmap(self) -> bool:
-        return self.app.model is None or HEATMAP_METHOD != "cam" or self.app.model.info.has_cam
-
-    def _heatmap_changed(self) -> None:
-        if self.view.heatmap_on() and not self._has_heatmap():
-            self.view.set_heatmap(False)
-            self.app.set_status("This model has no heatmap output ('cam'); re-export it with `cifar10 export`")
+        self.heat_class = name
+        self.view.set_heatmap(True)
         self.render()
 
     def _heatmap(self) -> tuple[Heatmap | None, str | None]:
         """The heatmap to draw and its class; (None, name) while it is being computed, (None, None)
-        when the heatmap is off or the model cannot draw one."""
+        when the heatmap is off or there is no prediction to explain."""
         s = self.shown
         if s is None or s.model is None or s.probs is None or not self.view.heatmap_on():
             return None, None
-        if HEATMAP_METHOD == "cam" and s.cam is None:
-            return None, None
         names = s.model.class_names
-        name = self.cam_class if self.cam_class in names else names[int(np.argmax(s.probs))]
-        if name not in s.heatmaps:
-            self._request_heatmap(s, name)
+        name = self.heat_class if self.heat_class in names else names[int(np.argmax(s.probs))]
+        if not s.heatmaps:
+            self._request_heatmaps(s)
         return s.heatmaps.get(name), name
 
-    def _request_heatmap(self, shown: Shown, name: str) -> None:
-        key = (id(shown), name)
-        if key in self._heat_pending:
+    def _request_heatmaps(self, shown: Shown) -> None:
+        if id(shown) in self._heat_pending:
             return
-        self._heat_pending.add(key)
-        model = shown.model
-        assert model is not None
+        self._heat_pending.add(id(shown))
+        assert shown.model is not None
 
-        def done(heat: Heatmap) -> None:
-            self._heat_pending.discard(key)
-            shown.heatmaps[name] = heat
+        def done(maps: dict[str, Heatmap]) -> None:
+            self._heat_pending.discard(id(shown))
+            shown.heatmaps.update(maps)
             if shown is self.shown:
                 self.render()
 
         def failed(error: BaseException) -> None:
-            self._heat_pending.discard(key)
+            self._heat_pending.discard(id(shown))
             self.app.on_worker_error(error)
 
-        self.app.tasks.submit("infer", compute_heatmap, model, shown, name, on_done=done, on_error=failed)
+        self.app.tasks.submit("infer", compute_heatmaps, shown.model, shown, on_done=done, on_error=failed)
 
     # -- rendering -------------------------------------------------------------------------------
 
@@ -402,6 +384,5 @@ class ClassifyTab:
         rows = model.topk(s.probs, min(self.app.top_k, len(model.class_names)))
         top, p = rows[0]
         warning = text.uncertain_warning(model.info.uncertainty_threshold) if s.uncertain else ""
-        can_draw = HEATMAP_METHOD != "cam" or model.info.has_cam
-        caption = text.heat_caption(can_draw, heat_class, heat.method if heat else None, heat.grid if heat else None)
+        caption = text.heat_caption(heat_class, heat.method if heat else None, heat.grid if heat else None)
         v.show_prediction(top, text.prediction_detail(p, s.true_label, top), warning, rows, heat_class, caption)

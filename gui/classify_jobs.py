@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..runtime.heatmap import Heatmap, heatmaps
 from ..runtime.preprocess import ImageError, load_image, to_input, to_rgb
 from ..runtime.session import Classifier
 from . import imaging, text
 from .inputs import folder_images, grab_clipboard, paste_candidates
 
-HEATMAP_METHOD = "cam"  # what draws the heatmap: the model's own class-activation map (`cam` output)
+# How heatmaps are drawn: occlusion (8x8, any model file) is finer than the model's own 3x3 `cam` map.
+HEATMAP_METHOD = "occlusion"
 
 # ----------------------------------------------------------------------------------------------
 # The shown image
@@ -35,28 +37,14 @@ class Shown:
     true_label: str | None = None  # known for gallery images
     gallery_index: int | None = None
     probs: np.ndarray | None = None  # [C]; None while no model is loaded
-    cam: np.ndarray | None = None  # [C, h, w]; None when the model has no heatmap
     seconds: float = 0.0
     model: Classifier | None = None  # the model that produced probs
-    heatmaps: dict[str, Heatmap] = field(default_factory=dict)  # by class name, computed on demand
-
-    @property
-    def top_class(self) -> str | None:
-        if self.probs is None or self.model is None:
-            return None
-        return self.model.class_names[int(np.argmax(self.probs))]
+    heatmaps: dict[str, Heatmap] = field(default_factory=dict)  # by class name; empty until asked for
 
     @property
     def uncertain(self) -> bool:
         """Whether the prediction is flagged "uncertain / none of these"."""
         return self.probs is not None and self.model is not None and self.model.is_uncertain(self.probs)
-
-
-@dataclass(frozen=True)
-class Heatmap:
-    values: np.ndarray  # [h, w] evidence for one class over the 32x32 input
-    method: str  # what computed it, for the caption
-    grid: str  # how fine it is, e.g. "3×3"
 
 
 @dataclass
@@ -75,17 +63,15 @@ class Opened:
 
 def predict(model: Classifier | None, shown: Shown) -> Shown:
     if model is None:
-        return dataclasses.replace(shown, probs=None, cam=None, model=None)
-    pred = model.run(shown.pixels, with_cam=model.info.has_cam)
-    cam = pred.cam[0] if pred.cam is not None else None
-    return dataclasses.replace(shown, probs=pred.probs[0], cam=cam, seconds=pred.seconds, model=model)
+        return dataclasses.replace(shown, probs=None, model=None, heatmaps={})
+    pred = model.run(shown.pixels)
+    return dataclasses.replace(shown, probs=pred.probs[0], seconds=pred.seconds, model=model, heatmaps={})
 
 
-def compute_heatmap(model: Classifier, shown: Shown, class_name: str) -> Heatmap:
-    """Where the model found evidence for `class_name` in the shown image."""
-    assert shown.cam is not None
-    values = shown.cam[model.class_names.index(class_name)]
-    return Heatmap(values, HEATMAP_METHOD, f"{values.shape[0]}×{values.shape[1]}")
+def compute_heatmaps(model: Classifier, shown: Shown) -> dict[str, Heatmap]:
+    """Where the model found evidence for each class in the shown image, by class name (one model
+    run for all classes, so switching classes later is free)."""
+    return dict(zip(model.class_names, heatmaps(model, shown.pixels, method=HEATMAP_METHOD)))
 
 
 def open_file(path: Path, model: Classifier | None) -> Opened:

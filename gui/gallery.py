@@ -244,7 +244,7 @@ class GalleryTab:
     def render(self) -> None:
         g, v = self.images, self.view
         if g is None:
-            v.show_status("", "", "")
+            v.show_status("", "", HINT)
             v.show_message(self._note or "Open this tab to load the CIFAR-10 test images")
             return
         if self.app.current_tab() != "gallery" and v.cells():

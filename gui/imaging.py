@@ -70,23 +70,23 @@ def fit_into(img: Image.Image, width: int, height: int) -> Image.Image:
     return img.resize(size, method, reducing_gap=3.0 if scale < 0.5 else None)
 
 
-def with_heatmap(img: Image.Image, cam: np.ndarray) -> Image.Image:
+def with_heatmap(img: Image.Image, heat: np.ndarray) -> Image.Image:
     """A heatmap blended over the part of `img` the model saw (its centre square);
     the cropped-away margins are dimmed, since they played no part in the prediction."""
     box = center_square(img.size)
     if box == (0, 0, *img.size):
-        return overlay(img, cam)
+        return overlay(img, heat)
     out = Image.blend(img.convert("RGB"), Image.new("RGB", img.size, (0, 0, 0)), 0.55)
-    out.paste(overlay(img.crop(box), cam), box[:2])
+    out.paste(overlay(img.crop(box), heat), box[:2])
     return out
 
 
-def model_view(pixels: np.ndarray, side: int, cam: np.ndarray | None = None) -> Image.Image:
+def model_view(pixels: np.ndarray, side: int, heat: np.ndarray | None = None) -> Image.Image:
     """The 32x32 model input enlarged (nearest) to about `side` pixels, optionally with its heatmap."""
     img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
     f = max(1, side // img.width)
     big = img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST)
-    return overlay(big, cam) if cam is not None else big
+    return overlay(big, heat) if heat is not None else big
 
 
 def tile(pixels: np.ndarray, side: int, border: tuple[int, int, int] | None = None) -> Image.Image:

@@ -131,6 +131,4 @@ class ModelTab:
         self.view.show_field(text.LATENCY_FIELD, self._latency())
 
     def _latency(self) -> str:
-        shown = self.app.classify.shown
-        with_heatmap = shown is not None and shown.cam is not None
-        return text.latency(self.app.classify.latency(), with_heatmap)
+        return text.latency(self.app.classify.latency())

@@ -66,11 +66,9 @@ def uncertain_warning(threshold: float | None) -> str:
     )
 
 
-def heat_caption(can_draw: bool, class_name: str | None, method: str | None, grid: str | None) -> str:
+def heat_caption(class_name: str | None, method: str | None, grid: str | None) -> str:
     """Under the model's view: whether a heatmap is drawn, of which class, and by which method.
     method None with a class: the heatmap is being computed."""
-    if not can_draw:
-        return "This model has no heatmap output"
     if class_name is None:
         return "Heatmap off: press H or click a class"
     if method is None:
@@ -90,11 +88,9 @@ def paste_failure(text: str | None) -> str:
     return "The clipboard holds no image and no image file path"
 
 
-def latency(seconds: float | None, with_heatmap: bool) -> str:
+def latency(seconds: float | None) -> str:
     """The Model tab's "Last prediction" value; seconds None: nothing predicted by this model yet."""
-    if seconds is None:
-        return "no prediction yet"
-    return f"{seconds * 1000:.1f} ms (one image, {'with' if with_heatmap else 'without'} heatmaps)"
+    return "no prediction yet" if seconds is None else f"{seconds * 1000:.1f} ms (one image)"
 
 
 def runtime_line(model: Classifier | None, seconds: float | None) -> str:

@@ -252,9 +252,9 @@ def test_heatmap_toggle_and_class_choice_change_the_picture(app, image_dir):
     screenshot(app, "classify-heatmap")
     # A click on another class's bar shows that class's map.
     other = [n for n in app.model.class_names if n != top][0]
-    app.classify.set_cam_class(other)
+    app.classify.set_heat_class(other)
     assert app.tasks.wait_idle(10)
-    assert app.classify.cam_class == other and f"“{other}”" in app.classify.view.caption()
+    assert app.classify.heat_class == other and f"“{other}”" in app.classify.view.caption()
     assert not np.array_equal(np.asarray(app.classify.view.picture), heat)
     press(app, "h")
     assert not app.classify.view.heatmap_on()

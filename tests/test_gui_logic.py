@@ -166,17 +166,16 @@ def test_small_texts():
     assert text.prediction_detail(0.5, "dog", "cat").endswith("true label: dog ✗")
     assert "50%" in text.uncertain_warning(0.5) and "none of these" in text.uncertain_warning(0.5)
     assert "not the path" in text.paste_failure("hello") and "no image" in text.paste_failure("  ")
-    assert text.latency(None, True) == "no prediction yet"
-    assert text.latency(0.0021, False) == "2.1 ms (one image, without heatmaps)"
+    assert text.latency(None) == "no prediction yet"
+    assert text.latency(0.0021) == "2.1 ms (one image)"
     assert "0.496" in text.calibration_text(0.496) and text.calibration_text(None).startswith("none")
     assert text.threshold_text(0.4).startswith("40.0%") and text.threshold_text(0.0).startswith("none")
 
 
 def test_heat_caption_names_class_method_and_grid():
-    assert text.heat_caption(False, "cat", "cam", "3×3") == "This model has no heatmap output"
-    assert text.heat_caption(True, None, None, None).startswith("Heatmap off")
-    assert "computing" in text.heat_caption(True, "cat", None, None)
-    caption = text.heat_caption(True, "cat", "occlusion", "8×8")
+    assert text.heat_caption(None, None, None).startswith("Heatmap off")
+    assert "computing" in text.heat_caption("cat", None, None)
+    caption = text.heat_caption("cat", "occlusion", "8×8")
     assert "“cat”" in caption and "heatmap: occlusion, 8×8" in caption
 
 
@@ -230,3 +229,20 @@ def test_the_app_outlines_the_square_the_model_sees(size):
     assert box[2] - box[0] == box[3] - box[1] == min(size)
     # fit() crops exactly that square before resizing.
     assert np.array_equal(np.asarray(fit(img)), np.asarray(fit(img.crop(box))))
+
+
+def test_heatmaps_of_every_class_come_from_the_runtime_in_one_job():
+    from cifar10kit.gui.classify_jobs import HEATMAP_METHOD, compute_heatmaps, open_file, predict
+    from cifar10kit.runtime.examples import example_images
+    from cifar10kit.runtime.session import Classifier
+
+    model = Classifier(provider="cpu")
+    opened = open_file(example_images()[0].path, model)
+    assert opened.error is None and opened.shown is not None and opened.shown.probs is not None
+    maps = compute_heatmaps(model, opened.shown)
+    assert list(maps) == list(model.class_names)
+    for heat in maps.values():
+        assert heat.method == HEATMAP_METHOD and heat.values.shape == (32, 32) and "×" in heat.grid
+    # A new prediction (another model) starts with no heatmaps: they belong to the model that drew them.
+    opened.shown.heatmaps.update(maps)
+    assert predict(model, opened.shown).heatmaps == {}
