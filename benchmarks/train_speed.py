@@ -1,7 +1,10 @@
 """Training speed on this machine: our preset beside the airbench94_muon anchor, in one run.
 
-    python benchmarks/train_speed.py --preset fast --data-dir ../shared/data [--epochs N] [--seeds 3]
-                                     [--anchor ../shared/anchors/airbench/airbench94_muon_port.py]
+    python benchmarks/train_speed.py --preset fast [--data-dir DIR] [--epochs N] [--seeds 3]
+                                     [--anchor PATH/airbench94_muon_port.py]
+
+--data-dir defaults to $CIFAR10_DATA, else the per-user cache (`cifar10 download` fills it);
+--anchor defaults to $AIRBENCH_ANCHOR (no anchor run when neither is given).
 
 Prints, per seed: seconds per epoch, images/s, training seconds, the final (TTA) evaluation's
 seconds, time to 94% and final accuracy; then the mean over seeds, the device, and the ratio to the
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cifar10kit.runtime.locations import resolve_data_dir
 from cifar10kit.train.trainer import time_to_accuracy
 
 BIN = Path(sys.executable).parent
@@ -82,13 +86,16 @@ def cpu_name() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="fast")
-    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA", "../shared/data"))
+    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, "
+                   "else the per-user cache)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="override the preset's epochs (e.g. 1 for a quick speed check)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep the run folders under DIR (default: a temporary folder)")
-    p.add_argument("--anchor", default="../shared/anchors/airbench/airbench94_muon_port.py",
-                   help="airbench94_muon port to run beside ours ('' to skip)")  # fmt: skip
+    p.add_argument("--anchor", default=os.environ.get("AIRBENCH_ANCHOR", ""),
+                   help="airbench94_muon port to run beside ours (default $AIRBENCH_ANCHOR; '' to skip)")  # fmt: skip
     a = p.parse_args()
+    a.data_dir = str(resolve_data_dir(a.data_dir))
 
     import torch
 
@@ -116,11 +123,16 @@ def main() -> int:
     print(f"ours: mean accuracy {mean_acc:.4f} ± {spread:.4f} over {len(ours)} seed(s) (TTA {ours[0]['tta']}); "
           f"mean training {mean_train:.0f} s, with the final evaluation {mean_total:.0f} s "
           f"({mean_total / 60:.1f} min)")  # fmt: skip
+    anc = None
     if a.anchor and Path(a.anchor).exists():
         anc = run_anchor(a.anchor, a.data_dir, a.epochs)
         print(f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
               f"(wall {anc['wall_seconds']:.0f} s)")  # fmt: skip
         print(f"ratio (anchor training time / ours): {anc['train_seconds'] / mean_train:.2f}x")
+    if a.json:
+        figures = dict(preset=a.preset, device=device, torch=torch.__version__, seeds=ours, mean_acc=mean_acc,
+                       mean_train_seconds=mean_train, anchor=anc)  # fmt: skip
+        Path(a.json).write_text(json.dumps(figures, indent=2))
     return 0
 
 

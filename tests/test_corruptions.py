@@ -1,0 +1,212 @@
+"""Corruption families (runtime/corruptions.py) and the trainer's robustness augmentation built on them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar10kit.runtime.corruptions import (
+    FAMILIES,
+    SEVERITIES,
+    brightness,
+    contrast,
+    corrupt,
+    gaussian_blur,
+    gaussian_noise,
+    jpeg,
+    pixelate,
+    saturation,
+)
+
+from conftest import BIN, cli, needs_torch, synthetic_images
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    """Smooth, photo-like pictures (upsampled noise): JPEG and blur behave on them as on real ones."""
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    return np.stack([np.asarray(Image.fromarray(s).resize((32, 32), Image.Resampling.BICUBIC)) for s in small])
+
+
+def _change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Each family does what its name says
+
+
+def test_identity_strengths_leave_images_unchanged(photos):
+    ones = np.ones(len(photos))
+    for fn, strength in [
+        (brightness, ones),
+        (contrast, ones),
+        (saturation, ones),
+        (gaussian_noise, 0 * ones),
+        (gaussian_blur, 0 * ones),
+        (pixelate, ones),
+    ]:
+        out = fn(photos, strength, np.random.default_rng(0))
+        assert out.dtype == np.uint8 and out.shape == photos.shape
+        np.testing.assert_array_equal(out, photos, err_msg=fn.__name__)
+
+
+def test_jpeg_is_a_pillow_round_trip_at_that_quality(photos):
+    out = jpeg(photos[:3], np.array([75, 30, 90]))
+    for img, q, got in zip(photos[:3], [75, 30, 90], out):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        np.testing.assert_array_equal(got, np.asarray(Image.open(buf).convert("RGB")))
+
+
+def test_brightness_contrast_saturation_values(photos):
+    half = brightness(photos, np.full(len(photos), 0.5))
+    assert np.abs(half.astype(int) - np.round(photos * 0.5).astype(int)).max() <= 1
+    flat = contrast(photos, np.zeros(len(photos)))
+    for img, out in zip(photos, flat):
+        assert np.abs(out.astype(int) - round(float(img.mean()))).max() <= 1  # every pixel at the image's mean
+    grey = saturation(photos, np.zeros(len(photos)))
+    assert np.abs(grey.astype(int) - grey[..., :1].astype(int)).max() == 0  # R = G = B
+    expected = np.asarray(Image.fromarray(photos[0]).convert("L"))
+    assert np.abs(grey[0, ..., 0].astype(int) - expected.astype(int)).max() <= 1  # Pillow's own luma
+
+
+def test_pixelate_makes_blocks(photos):
+    out = pixelate(photos, np.full(len(photos), 0.5))  # 16x16 blown up: every 2x2 block is one colour
+    blocks = out.reshape(len(photos), 16, 2, 16, 2, 3)
+    assert (blocks == blocks[:, :, :1, :, :1, :]).all()
+    assert _change(out, photos) > 1
+
+
+def test_noise_has_the_asked_sigma_and_follows_the_seed():
+    grey = np.full((4, 32, 32, 3), 128, np.uint8)
+    out = gaussian_noise(grey, np.full(4, 0.08), np.random.default_rng(1))
+    assert abs((out.astype(float) - 128).std() - 0.08 * 255) < 0.5
+    again = gaussian_noise(grey, np.full(4, 0.08), np.random.default_rng(1))
+    other = gaussian_noise(grey, np.full(4, 0.08), np.random.default_rng(2))
+    np.testing.assert_array_equal(out, again)
+    assert (out != other).any()
+
+
+def test_severities_get_worse_in_order(photos):
+    for family in FAMILIES:
+        changes = [_change(corrupt(photos, family, s, seed=0), photos) for s in range(1, 6)]
+        assert all(a < b for a, b in zip(changes, changes[1:])), (family, changes)
+        assert changes[0] > 0.2, family  # even the mildest severity changes the picture
+
+
+def test_corrupt_refuses_unknown_families_and_severities(photos):
+    with pytest.raises(ValueError, match="unknown corruption 'fog'"):
+        corrupt(photos, "fog", 1)
+    with pytest.raises(ValueError, match="severity must be 1-5"):
+        corrupt(photos, "jpeg", 6)
+    assert set(SEVERITIES) == set(FAMILIES)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer's robustness augmentation
+
+
+@needs_torch
+def test_robust_share_is_a_pure_function_of_seed_and_epoch():
+    from cifar10kit.train.augment import robust_corrupt
+
+    images, _ = synthetic_images(2000, 5)
+    assert robust_corrupt(images, 0.0, 0, 0) is images
+    a, b = robust_corrupt(images, 0.4, 0, 3), robust_corrupt(images, 0.4, 0, 3)
+    np.testing.assert_array_equal(a, b)
+    changed = (a != images).any(axis=(1, 2, 3))
+    assert 0.34 < changed.mean() <= 0.43  # 40% picked; a few mild corruptions leave an image as it was
+    assert (robust_corrupt(images, 0.4, 0, 4) != a).any()  # a new draw every epoch
+    assert (robust_corrupt(images, 0.4, 1, 3) != a).any()  # and every seed
+
+
+@needs_torch
+def test_prefetched_epochs_equal_direct_ones(tiny_cifar):
+    import torch
+
+    from cifar10kit.train.augment import robust_corrupt
+    from cifar10kit.train.trainer import RobustImages, load_data, make_config
+
+    cfg = make_config("smoke", data_dir=str(tiny_cifar), robust=0.5, epochs=3, subset=400)
+    data = load_data(cfg, torch.device("cpu"))
+    assert data.train_u8 is not None
+    robust = RobustImages(data, cfg)
+    try:
+        for epoch in (0, 1, 2):  # epoch 1 and 2 come from the worker thread
+            expected = robust_corrupt(data.train_u8, 0.5, cfg.seed, epoch)
+            mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+            std = torch.tensor(data.std).view(1, 3, 1, 1)
+            direct = (torch.from_numpy(expected).permute(0, 3, 1, 2).float() - mean) / std
+            torch.testing.assert_close(robust(epoch), direct)
+    finally:
+        robust.close()
+
+
+def _epochs_done(run_dir) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@needs_torch
+def test_resume_after_sigkill_reproduces_a_robust_run(tiny_cifar, tmp_path):
+    import torch
+
+    args = [
+        "train",
+        "--preset",
+        "smoke",
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "4",
+        "--subset",
+        "600",
+        "--batch-size",
+        "100",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--robust",
+        "0.5",
+    ]
+    reference = cli(*args, "--name", "reference")
+    assert reference.returncode == 0, reference.stderr
+    assert "robustness augmentation on 50% of images" in reference.stdout
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [str(BIN / "cifar10"), *args, "--name", "killed"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 120
+    while _epochs_done(run_dir) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:  # kill it while the next epoch's corrupted images are being prepared or used
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _epochs_done(run_dir) < 4, "the run finished before it could be killed"
+    resumed = cli("train", "--resume", str(run_dir), "--threads", "1", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr
+
+    ref = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    got = json.loads((run_dir / "summary.json").read_text())
+    assert ref["test_acc"] == pytest.approx(got["test_acc"], abs=0.01)
+    a = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["model"]
+    b = torch.load(run_dir / "model.pt", weights_only=True)["model"]
+    for key in a:
+        np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(), atol=1e-3, err_msg=key)

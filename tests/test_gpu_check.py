@@ -1,0 +1,27 @@
+"""The GPU check script's dry run: every step runs end to end on this machine's CPU, on tiny data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO, needs_torch
+
+
+@needs_torch
+def test_gpu_check_dry_run_reports_every_step(tiny_cifar, tmp_path):
+    env = {**os.environ, "CIFAR10_DATA": str(tiny_cifar), "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "INSTALL": "0", "AIRBENCH_ANCHOR": ""}  # fmt: skip
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    report = (tmp_path / "out" / "gpu_check.txt").read_text()
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert proc.returncode == 0, report + log[-3000:]
+    assert "dry run" in report
+    for name in ("gpu-tests", "fast", "best", "export", "evaluate", "bench"):
+        assert any(line.startswith(name) and " ok " in line for line in report.splitlines()), (name, report)
+    assert "FAILED" not in report
+    assert "best: airnet-192-512-512, 1 epochs" in report  # the `best` preset's own net, trained to the end
+    assert "onnxruntime evaluate: accuracy" in report and "CPUExecutionProvider" in report
+    assert "ours (fast): accuracy" in report
