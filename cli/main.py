@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import warnings
 
@@ -24,6 +25,8 @@ from .common import need_train_extra as _need_train_extra
 
 def cmd_train(args: argparse.Namespace) -> int:
     _need_train_extra("train")
+    if args.nproc is not None and "LOCAL_RANK" not in os.environ:  # not yet one of torchrun's processes
+        return _launch_torchrun(args)
     from .train.trainer import make_config, train
 
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
@@ -50,8 +53,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         fail(str(e), EXIT_USAGE)
     except (CheckpointError, ImageError) as e:  # a damaged checkpoint to resume, an unreadable file
         fail(str(e), EXIT_FAILED)
-    print(f"run folder: {run_dir}\nexport it with: cifar10 export {run_dir} -o model.onnx")
+    if run_dir is not None:  # None: one of the other processes of a distributed run
+        print(f"run folder: {run_dir}\nexport it with: cifar10 export {run_dir} -o model.onnx")
     return EXIT_OK
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """`cifar10 train --nproc N ARGS` is `torchrun --standalone --nproc-per-node N -m cifar10kit.train ARGS`:
+    N processes on this machine, meeting on a free local port."""
+    if args.nproc < 1:
+        fail("--nproc must be at least 1", EXIT_USAGE)
+    rest, skip = [], False
+    for arg in args.argv[1:]:  # after "train"
+        if not skip and not arg.startswith("--nproc"):
+            rest.append(arg)
+        skip = arg == "--nproc"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "cifar10kit.train", *rest]  # fmt: skip
+    # Each process takes its share of the cores (the trainer sets its threads; this quiets torchrun's notice).
+    env = {"OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // args.nproc, 1)), **os.environ}
+    print("running:", " ".join(command[1:]), flush=True)
+    if os.name == "nt":
+        return subprocess.call(command, env=env)
+    os.execve(sys.executable, command, env)  # torchrun takes this process's place (and its signals)
+    return EXIT_FAILED  # not reached
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -135,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "exposure, colour, pixelation); default 0.4 for accurate and best, 0 for fast")
     t.add_argument("--no-robust", action="store_true", help="turn robustness augmentation off")
     t.add_argument("--eval-every", type=int, help="evaluate on the test set every N epochs (0: only at the end)")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes with DistributedDataParallel (torchrun): one per GPU, or CPU "
+                        "processes sharing the cores; the batch size stays the global one")  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export a checkpoint to a verified .onnx file (needs [train])")
@@ -219,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes them on to torchrun
     # Pillow warns about odd-but-readable files (corrupt EXIF, large images); each file's real
     # problems are reported per file, so these would only be noise between the results.
     warnings.filterwarnings("ignore", module=r"PIL\..*")

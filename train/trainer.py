@@ -1,6 +1,9 @@
-"""`cifar10 train`: presets, the training loop, checkpoints every epoch, resume, metrics and plots.
+"""`cifar10 train`: the training loop, in one process or several (torchrun), with a checkpoint every
+epoch, resume, metrics and plots.
 
-Read top to bottom: configuration, data, optimisers, evaluation, the loop, the run directory.
+Read top to bottom: model and optimisers, evaluation, the loop, the run directory. The configuration
+and presets are in config.py, the data and each epoch's batches in data.py, and what changes with
+several processes in distributed.py.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,174 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..runtime.contract import CIFAR10_MEAN, CIFAR10_STD
-from ..runtime.dataset import download_cifar10, load_cifar10
-from .augment import alternating_flip, epoch_generator, random_crop, random_translate, robust_corrupt
+from . import distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
+from .config import PRESETS, Config, describe_device, make_config
+from .data import Data, RobustImages, epoch_batches, load_data, steps_per_epoch
 from .model import AirNet, tta_logits
 from .optim import Muon
 
-# ----------------------------------------------------------------------------------------------
-# Configuration: plain values with defaults; presets override some; the command line overrides any.
-
-
-@dataclass
-class Config:
-    preset: str = "fast"
-    data_dir: str | None = None  # folder holding cifar-10-batches-py/ ($CIFAR10_DATA)
-    folder: str | None = None  # train on your own images: root/<class>/<image>
-    download: bool = False
-    out: str = "runs"
-    name: str = ""  # run folder name; default: <preset>-<time>
-    device: str = "auto"  # auto | cuda | cpu
-    epochs: int = 8
-    batch_size: int = 2000
-    widths: tuple[int, int, int] = (64, 256, 256)
-    lr: float = 0.24  # Muon, conv filters
-    momentum: float = 0.6  # Muon
-    bias_lr: float = 0.053  # SGD, BatchNorm and whitening biases (loss is summed over the batch)
-    head_lr: float = 0.67  # SGD, classifier
-    sgd_momentum: float = 0.85
-    weight_decay: float = 2e-6  # per example; scaled by batch size
-    label_smoothing: float = 0.2
-    whiten_bias_epochs: int = 3
-    translate: int = 2
-    crop_epochs: int = 0  # the first N epochs train on random crop_size crops: same objects, fewer FLOPs
-    crop_size: int = 24
-    robust: float = 0.0  # share of each epoch's images given a random corruption (JPEG, noise, ...); 0 = off
-    tta: str = "translate"  # final evaluation: none | flip | translate
-    seed: int = 0
-    subset: int = 0  # use only the first N training images (smoke tests)
-    eval_every: int = 1
-    amp: str = "bf16"  # bf16 | fp16 (CUDA) | fp32
-    compile: bool = False
-    deterministic: bool = False
-    threads: int = 0  # CPU threads; 0 = all cores
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # airbench94-shaped; the first 4 of 11 epochs on 24x24 crops (about half the FLOPs each).
-    "fast": dict(epochs=11, batch_size=2000, widths=(64, 256, 256), tta="translate", crop_epochs=4),
-    # Wider: the 95% recipe; robustness augmentation, since this is the model users see.
-    "accurate": dict(epochs=14, batch_size=2000, widths=(128, 384, 384), tta="translate", robust=0.4),
-    # For a GPU: wider and longer still.
-    "best": dict(epochs=40, batch_size=1000, widths=(192, 512, 512), tta="translate", robust=0.4),
-    # Seconds, not accuracy: for tests and trying the pipeline.
-    "smoke": dict(epochs=1, batch_size=500, widths=(16, 32, 32), tta="none", subset=2000),
-}
-
-
-def make_config(preset: str = "fast", **overrides: Any) -> Config:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return Config(preset=preset, **values)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
-    return torch.device(name)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data: everything lives in one tensor on the training device.
-
-
-@dataclass
-class Data:
-    train_x: torch.Tensor  # normalised float NCHW
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    class_names: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    source: str
-    train_u8: np.ndarray | None = None  # raw NHWC pixels, kept when robustness augmentation needs them
-
-
-def _normalise(images: np.ndarray, mean, std, device) -> torch.Tensor:
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
-
-
-def load_data(cfg: Config, device: torch.device) -> Data:
-    if cfg.folder:
-        from .folder import load_folder_split
-
-        tr_x, tr_y, te_x, te_y, names = load_folder_split(cfg.folder, seed=cfg.seed)
-        mean = tuple(float(v) for v in tr_x.reshape(-1, 3).mean(0))
-        std = tuple(float(v) for v in tr_x.reshape(-1, 3).std(0) + 1e-3)
-        source = f"folder:{Path(cfg.folder).name}"
-    else:
-        if cfg.download:
-            download_cifar10(cfg.data_dir)
-        tr_x, tr_y, names = load_cifar10(cfg.data_dir, "train")
-        te_x, te_y, _ = load_cifar10(cfg.data_dir, "test")
-        mean, std, source = CIFAR10_MEAN, CIFAR10_STD, "CIFAR-10"
-    if cfg.subset:
-        tr_x, tr_y = tr_x[: cfg.subset], tr_y[: cfg.subset]
-        te_x, te_y = te_x[: max(cfg.subset // 5, 100)], te_y[: max(cfg.subset // 5, 100)]
-    return Data(
-        _normalise(tr_x, mean, std, device),
-        torch.from_numpy(tr_y).to(device),
-        _normalise(te_x, mean, std, device),
-        torch.from_numpy(te_y).to(device),
-        tuple(names),
-        mean,
-        std,
-        source,
-        train_u8=tr_x if cfg.robust > 0 else None,
-    )
-
-
-class RobustImages:
-    """Each epoch's corrupted training images, the next epoch's computed on a worker thread while
-    this one trains (Pillow releases the GIL), so the corruptions cost almost no wall time."""
-
-    def __init__(self, data: Data, cfg: Config):
-        self.data, self.cfg = data, cfg
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust")
-        self.pending: dict[int, Future] = {}
-
-    def _submit(self, epoch: int) -> None:
-        if epoch < self.cfg.epochs and epoch not in self.pending:
-            args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch)
-            self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
-
-    def __call__(self, epoch: int) -> torch.Tensor:
-        self._submit(epoch)
-        images = self.pending.pop(epoch).result()
-        self._submit(epoch + 1)
-        return _normalise(images, self.data.mean, self.data.std, self.data.train_x.device)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def epoch_batches(data: Data, cfg: Config, epoch: int, source: torch.Tensor | None = None):
-    """Augmented, shuffled batches for one epoch; a pure function of (seed, epoch). `source`
-    replaces the clean training images (robustness augmentation)."""
-    gen = epoch_generator(cfg.seed, epoch, data.train_x.device)
-    images = alternating_flip(data.train_x if source is None else source, cfg.seed, epoch)
-    images = random_translate(images, cfg.translate, gen)
-    if epoch < cfg.crop_epochs:
-        images = random_crop(images, cfg.crop_size, gen)
-    order = torch.randperm(len(images), generator=gen, device=images.device)
-    n = len(order) // cfg.batch_size * cfg.batch_size or len(order)  # drop the ragged last batch
-    for i in range(0, n, cfg.batch_size):
-        idx = order[i : i + cfg.batch_size]
-        yield images[idx], data.train_y[idx]
-
-
-def steps_per_epoch(data: Data, cfg: Config) -> int:
-    return max(len(data.train_x) // cfg.batch_size, 1)
-
+__all__ = ["PRESETS", "Config", "make_config", "train", "time_to_accuracy"]
 
 # ----------------------------------------------------------------------------------------------
 # Model and optimisers
@@ -248,25 +89,29 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop
+# The loop. With torchrun, every process runs it on its share of each batch; process 0 alone
+# reads checkpoints, evaluates, prints and writes (the others return None).
 
 
-def train(cfg: Config, resume: str | None = None) -> Path:
+def train(cfg: Config, resume: str | None = None) -> Path | None:
     """Train (or resume) a run; returns the run directory holding model.pt, metrics and plots."""
+    dist, device = distributed.setup(cfg.device, cfg.threads)
+    ckpt = None
     if resume:
         run_dir = Path(resume)
-        ckpt = load_training_state(run_dir / "last.pt")
+        ckpt = load_training_state(run_dir / "last.pt") if dist.main else None
+        if dist.world > 1:
+            ckpt = distributed.broadcast_object(ckpt, device)
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
         # The run's own config decides what is trained; only where it runs may change.
         cfg = Config(**{**saved, "device": cfg.device, "threads": cfg.threads})
     else:
-        ckpt = None
         run_dir = Path(cfg.out) / (cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.mkdir(parents=True, exist_ok=False)
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=False)
+    if cfg.batch_size < dist.world:
+        raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {dist.world} processes sharing it")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -279,25 +124,33 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     start_epoch, train_seconds = 0, 0.0
     if ckpt is None:
         model.init_whitening(data.train_x[:5000])
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        if dist.main:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     else:
         model.load_state_dict(ckpt["model"])
         sgd.load_state_dict(ckpt["sgd"])
         muon.load_state_dict(ckpt["muon"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_seconds = history[-1]["train_seconds"] if history else 0.0
-        print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
-    step_fn = torch.compile(model) if cfg.compile else model
+        log(dist, f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+    if dist.world > 1:
+        distributed.broadcast_state(model)
+    net = distributed.wrap(model, dist, device)
+    step_fn = torch.compile(net) if cfg.compile else net
 
     per_epoch = steps_per_epoch(data, cfg)
     total_steps = cfg.epochs * per_epoch
     whiten_steps = max(cfg.whiten_bias_epochs * per_epoch, 1)
-    print(
+    log(
+        dist,
         f"training {model.arch} on {data.source} ({len(data.train_x)} images, "
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
-        + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
+        + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else ""),
     )
+    if dist.world > 1:
+        log(dist, f"distributed: {dist.world} processes ({dist.backend}), each batch of {cfg.batch_size} "
+                  "shared among them; BatchNorm statistics over the whole batch")  # fmt: skip
     # Ctrl-C or kill may land anywhere: last.pt is replaced atomically at the end of each epoch,
     # so `--resume` always finds the last completed epoch.
     robust = RobustImages(data, cfg) if data.train_u8 is not None else None
@@ -306,22 +159,27 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         t0 = time.perf_counter()
         loss_sum = correct = seen = 0.0
         bar = tqdm(
-            epoch_batches(data, cfg, epoch, robust(epoch) if robust else None),
+            epoch_batches(data, cfg, epoch, robust(epoch) if robust else None, dist.rank, dist.world),
             total=per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
             leave=False,
             file=sys.stdout,
             dynamic_ncols=True,
+            disable=not dist.main,
         )
         for i, (x, y) in enumerate(bar):
             step = epoch * per_epoch + i
+            learn_whitening = step < whiten_steps
             with autocast(device, cfg.amp):
-                logits = step_fn(x, whiten_bias=step < whiten_steps)
-            loss = F.cross_entropy(
-                logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum"
-            )
-            loss.backward()
+                # DDP wants every parameter in every step's graph: the frozen whitening bias stays
+                # in it, and its gradient is dropped below instead.
+                logits = step_fn(x, whiten_bias=learn_whitening or bool(dist.backend))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            # DDP averages gradients over processes; the recipe's gradient is the batch's sum.
+            (loss * dist.world).backward()
+            if not learn_whitening:
+                model.whiten.bias.grad = None  # SGD then leaves it alone, as in one process
             set_lr(sgd, muon, step, total_steps, whiten_steps)
             sgd.step()
             muon.step()
@@ -332,6 +190,13 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
         bar.close()
+        if dist.world > 1:
+            loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
+            if not distributed.replicas_identical(model, device):
+                raise RuntimeError(
+                    f"after epoch {epoch + 1} the processes' weights differ; they must stay identical "
+                    "(a nondeterministic kernel?); resume from the last checkpoint"
+                )
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         row: dict[str, Any] = dict(
@@ -343,30 +208,40 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             train_seconds=round(train_seconds, 2),
             images_per_s=round(seen / epoch_seconds, 1),
         )
-        last = epoch + 1 == cfg.epochs
-        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-            row["test_acc"] = accuracy(predict_logits(model, data.test_x, cfg, "none"), data.test_y)
         history.append(row)
-        _write_metrics(run_dir, history)
-        save_training_state(run_dir / "last.pt", config=dataclasses.asdict(cfg), epoch=epoch + 1,
-                            model=model.state_dict(), sgd=sgd.state_dict(), muon=muon.state_dict(),
-                            history=history)  # fmt: skip
-        test = f"{row['test_acc']:.4f}" if row["test_acc"] is not None else "-"
-        print(
-            f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
-            f"test {test}  {epoch_seconds:6.1f}s  {row['images_per_s']:7.0f} img/s  "
-            f"total {train_seconds:7.1f}s",
-            flush=True,
-        )
+        if dist.main:
+            end_of_epoch(run_dir, model, data, cfg, history, sgd, muon)
+        if dist.world > 1:
+            torch.distributed.barrier()  # the others wait while process 0 evaluates and writes
     if robust:
         robust.close()
-    return finish(run_dir, model, data, cfg, history)
+    if dist.world > 1:
+        log(dist, f"weights bit-identical in all {dist.world} processes after every epoch")
+    distributed.teardown(dist)
+    return finish(run_dir, model, data, cfg, history) if dist.main else None
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"CUDA ({torch.cuda.get_device_name(device)})"
-    return f"CPU ({torch.get_num_threads()} threads)"
+def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:
+    """Evaluate (when due), write the metrics and the checkpoint, print the epoch's line."""
+    row, epoch = history[-1], history[-1]["epoch"]
+    if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
+        row["test_acc"] = accuracy(predict_logits(model, data.test_x, cfg, "none"), data.test_y)
+    _write_metrics(run_dir, history)
+    save_training_state(run_dir / "last.pt", config=dataclasses.asdict(cfg), epoch=epoch,
+                        model=model.state_dict(), sgd=sgd.state_dict(), muon=muon.state_dict(),
+                        history=history)  # fmt: skip
+    test = f"{row['test_acc']:.4f}" if row["test_acc"] is not None else "-"
+    print(
+        f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
+        f"test {test}  {row['epoch_seconds']:6.1f}s  {row['images_per_s']:7.0f} img/s  "
+        f"total {row['train_seconds']:7.1f}s",
+        flush=True,
+    )
+
+
+def log(dist: distributed.Dist, message: str) -> None:
+    if dist.main:
+        print(message, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------

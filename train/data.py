@@ -1,0 +1,129 @@
+"""Training data: the whole dataset as tensors on the training device, and each epoch's batches.
+
+An epoch's augmentations and order are pure functions of (seed, epoch), so a resumed run sees
+exactly the data an uninterrupted one would. In a distributed run every process computes the same
+augmented epoch and takes its own share of each global batch, so the global batches are those of a
+single-process run whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..runtime.contract import CIFAR10_MEAN, CIFAR10_STD
+from ..runtime.dataset import download_cifar10, load_cifar10
+from .augment import alternating_flip, epoch_generator, random_crop, random_translate, robust_corrupt
+from .config import Config
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class Data:
+    train_x: torch.Tensor  # normalised float NCHW
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    train_u8: np.ndarray | None = None  # raw NHWC pixels, kept when robustness augmentation needs them
+
+
+def normalise(images: np.ndarray, mean, std, device) -> torch.Tensor:
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+def load_data(cfg: Config, device: torch.device) -> Data:
+    if cfg.folder:
+        from .folder import load_folder_split
+
+        tr_x, tr_y, te_x, te_y, names = load_folder_split(cfg.folder, seed=cfg.seed)
+        mean = tuple(float(v) for v in tr_x.reshape(-1, 3).mean(0))
+        std = tuple(float(v) for v in tr_x.reshape(-1, 3).std(0) + 1e-3)
+        source = f"folder:{Path(cfg.folder).name}"
+    else:
+        if cfg.download:
+            download_cifar10(cfg.data_dir)
+        tr_x, tr_y, names = load_cifar10(cfg.data_dir, "train")
+        te_x, te_y, _ = load_cifar10(cfg.data_dir, "test")
+        mean, std, source = CIFAR10_MEAN, CIFAR10_STD, "CIFAR-10"
+    if cfg.subset:
+        tr_x, tr_y = tr_x[: cfg.subset], tr_y[: cfg.subset]
+        te_x, te_y = te_x[: max(cfg.subset // 5, 100)], te_y[: max(cfg.subset // 5, 100)]
+    return Data(
+        normalise(tr_x, mean, std, device),
+        torch.from_numpy(tr_y).to(device),
+        normalise(te_x, mean, std, device),
+        torch.from_numpy(te_y).to(device),
+        tuple(names),
+        mean,
+        std,
+        source,
+        train_u8=tr_x if cfg.robust > 0 else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Robustness augmentation, prepared one epoch ahead
+
+
+class RobustImages:
+    """Each epoch's corrupted training images, the next epoch's computed on a worker thread while
+    this one trains (Pillow releases the GIL), so the corruptions cost almost no wall time."""
+
+    def __init__(self, data: Data, cfg: Config):
+        self.data, self.cfg = data, cfg
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust")
+        self.pending: dict[int, Future] = {}
+
+    def _submit(self, epoch: int) -> None:
+        if epoch < self.cfg.epochs and epoch not in self.pending:
+            args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch)
+            self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
+
+    def __call__(self, epoch: int) -> torch.Tensor:
+        self._submit(epoch)
+        images = self.pending.pop(epoch).result()
+        self._submit(epoch + 1)
+        return normalise(images, self.data.mean, self.data.std, self.data.train_x.device)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+
+
+def epoch_batches(
+    data: Data, cfg: Config, epoch: int, source: torch.Tensor | None = None, rank: int = 0, world: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Augmented, shuffled batches for one epoch; a pure function of (seed, epoch). `source`
+    replaces the clean training images (robustness augmentation). With `world` processes, each
+    global batch of cfg.batch_size is dealt out like cards and this process gets share `rank`."""
+    gen = epoch_generator(cfg.seed, epoch, data.train_x.device)
+    images = alternating_flip(data.train_x if source is None else source, cfg.seed, epoch)
+    images = random_translate(images, cfg.translate, gen)
+    if epoch < cfg.crop_epochs:
+        images = random_crop(images, cfg.crop_size, gen)
+    order = torch.randperm(len(images), generator=gen, device=images.device)
+    n = len(order) // cfg.batch_size * cfg.batch_size or len(order)  # drop the ragged last batch
+    for i in range(0, n, cfg.batch_size):
+        idx = order[i : i + cfg.batch_size][rank::world]
+        yield images[idx], data.train_y[idx]
+
+
+def steps_per_epoch(data: Data, cfg: Config) -> int:
+    return max(len(data.train_x) // cfg.batch_size, 1)
