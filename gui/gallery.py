@@ -61,14 +61,14 @@ class GalleryView(ttk.Frame):
         self._canvas.bind("<Configure>", lambda e: actions["resize"]())
         self._note = ttk.Label(self, text="", style="Small.TLabel")
         self._note.pack(anchor="w", pady=(pad, 0))
-        self.font = tkfont.nametofont("C10Small")
+        self._font = tkfont.nametofont("C10Small")
         self._photos: list[ImageTk.PhotoImage] = []
         self._cells: list[tuple[int, str, str | None]] = []
 
     def cell_size(self) -> tuple[int, int, int]:
         """(cell width, cell height, image side) in pixels."""
         side = round(96 * self.scale)
-        line = self.font.metrics("linespace")
+        line = self._font.metrics("linespace")
         return side + round(16 * self.scale), side + 2 * line + round(14 * self.scale), side
 
     def grid_shape(self) -> tuple[int, int]:
@@ -108,7 +108,7 @@ class GalleryView(ttk.Frame):
         cw, ch, side = self.cell_size()
         cols, _ = self.grid_shape()
         x_off = (c.winfo_width() - cols * cw) // 2
-        line = self.font.metrics("linespace")
+        line = self._font.metrics("linespace")
         for k, (index, img, true, pred) in enumerate(cells):
             x = x_off + (k % cols) * cw + cw // 2
             y = (k // cols) * ch + round(6 * self.scale)
@@ -117,14 +117,14 @@ class GalleryView(ttk.Frame):
             self._photos.append(ph)
             c.create_image(x, y, image=ph, anchor="n", tags=tag)
             ty = y + side + round(3 * self.scale)
-            c.create_text(x, ty, text=true, anchor="n", font=self.font, fill=MUTED, tags=tag)
+            c.create_text(x, ty, text=true, anchor="n", font=self._font, fill=MUTED, tags=tag)
             if pred is None:
                 text, color = "…", MUTED
             elif pred == true:
                 text, color = f"✓ {pred}", OK
             else:
                 text, color = f"✗ {pred}", BAD
-            c.create_text(x, ty + line, text=text, anchor="n", font=self.font, fill=color, tags=tag)
+            c.create_text(x, ty + line, text=text, anchor="n", font=self._font, fill=color, tags=tag)
             c.tag_bind(tag, "<Button-1>", lambda e, i=index: on_click(i))
             c.tag_bind(tag, "<Enter>", lambda e: c.configure(cursor="hand2"))
             c.tag_bind(tag, "<Leave>", lambda e: c.configure(cursor=""))

@@ -57,7 +57,7 @@ def gui_model(request, tmp_path_factory) -> Path:
     except pytest.FixtureLookupError:
         pass
     if not have_cifar():
-        pytest.skip(f"no CIFAR-10 data in {DATA_DIR} to train a test model")
+        pytest.skip("no CIFAR-10 data to train a test model: set CIFAR10_DATA")
     pytest.importorskip("torch")
     return build_tiny_model(tmp_path_factory.mktemp("gui-model"))
 
@@ -313,7 +313,7 @@ def test_uncertain_predictions_are_flagged(app, image_dir):
 # Gallery tab
 
 
-@pytest.mark.skipif(not have_cifar(), reason=f"no CIFAR-10 data in {DATA_DIR}")
+@pytest.mark.skipif(not have_cifar(), reason="no CIFAR-10 data: set CIFAR10_DATA")
 def test_gallery_shows_test_images_and_filters_mistakes(app):
     from cifar10kit.runtime.dataset import load_cifar10
 
