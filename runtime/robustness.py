@@ -171,10 +171,10 @@ def table(reports: Sequence[RobustnessReport]) -> str:
             f"(clean {base.clean_accuracy:.4f})"
         )
         worse = [c for c in main.cells if c.accuracy < base.cell(c.family, c.severity).accuracy]
+        better = [c for c in main.cells if c.accuracy > base.cell(c.family, c.severity).accuracy]
         lines.append(
-            "better than the baseline in every cell"
-            if not worse
-            else "worse than the baseline in: " + ", ".join(f"{c.family} {c.severity}" for c in worse)
+            f"better than the baseline in {len(better)} of {len(main.cells)} cells"
+            + (", worse in: " + ", ".join(f"{c.family} {c.severity}" for c in worse) if worse else ", worse in none")
         )
     return "\n".join(lines)
 
