@@ -1,6 +1,6 @@
 """Write docs/MODEL_CARD.md (+ figures) for a model file, from measurements made here and now.
 
-    python benchmarks/model_card.py --model runtime/models/default.onnx --data-dir ../shared/data \
+    python benchmarks/model_card.py --model runtime/models/default.onnx [--data-dir DIR] \
         --run runs/accurate-s0 --command "cifar10 train --preset accurate ..." --out docs
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -62,7 +61,8 @@ def reliability_plot(probs: np.ndarray, labels: np.ndarray, path: Path, ece: flo
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=None)
-    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA", "../shared/data"))
+    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, "
+                   "else the per-user cache)")  # fmt: skip
     p.add_argument("--run", help="the run folder the model came from (config, metrics, summary)")
     p.add_argument("--command", default="", help="the exact training command")
     p.add_argument("--export-command", default="")

@@ -153,6 +153,7 @@ def _session_facts(model) -> dict:
         "requested_provider": model.requested_provider,
         "provider_note": model.fallback_reason,
         "threads": model.threads,
+        "spinning": model.spinning,
     }
 
 

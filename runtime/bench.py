@@ -58,7 +58,8 @@ def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None =
     for r in rows.values():
         r["gflop_per_s"] = r["images_per_s"] * gflops if gflops == gflops else None
     out = {"model": str(model.path), "provider": model.provider, "requested_provider": model.requested_provider,
-           "provider_note": model.fallback_reason, "threads": model.threads, "machine": machine(),
+           "provider_note": model.fallback_reason, "threads": model.threads, "spinning": model.spinning,
+           "machine": machine(),
            "gflop_per_image": gflops if gflops == gflops else None, "results": rows}  # fmt: skip
     if "pytorch eager" in rows:
         ort_r, pt = rows["onnxruntime"], rows["pytorch eager"]
@@ -67,7 +68,8 @@ def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None =
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{model.path.name} on {model.provider}, {model.threads} threads; {out['machine']}")
+    spin = "" if model.spinning or model.threads == 1 else " (not spinning: the CPUs are busy)"
+    print(f"{model.path.name} on {model.provider}, {model.threads} threads{spin}; {out['machine']}")
     print(f"{'':<15}{'batch-1 p50':>12}{'p99':>9}{'images/s':>11}{'GFLOP/s':>9}   (batch {args.batch_size})")
     for name, r in rows.items():
         gf = f"{r['gflop_per_s']:.0f}" if r["gflop_per_s"] else "-"

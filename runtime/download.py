@@ -160,6 +160,9 @@ def tqdm_progress(desc: str = "CIFAR-10"):
 # Safe extraction
 
 
+_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # an empty tuple catches nothing where it is absent
+
+
 def has_data_filter() -> bool:
     """Whether this Python's tarfile has the "data" extraction filter (PEP 706)."""
     return hasattr(tarfile, "data_filter")
@@ -181,6 +184,8 @@ def safe_extract(archive: Path, dest: Path, use_data_filter: bool | None = None)
                 tar.extractall(dest, members=members, filter="data")
             else:
                 _write_members(tar, members, dest)
+    except _FILTER_ERROR as e:  # the data filter's own refusal (our checks run first; belt and braces)
+        raise DatasetError(f"{archive}: {e}; refusing to extract it") from None
     except (tarfile.TarError, EOFError) as e:
         raise DatasetError(f"{archive}: not a readable tar archive ({e}); delete it and download again") from None
     except OSError as e:

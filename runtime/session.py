@@ -12,7 +12,7 @@ import numpy as np
 
 from . import contract
 from .contract import ContractError, ModelInfo
-from .cpu import default_threads
+from .cpu import default_threads, machine_busy
 from .providers import cuda_driver_present, cuda_failure_reason, duplicate_ort_warning, ort_build
 
 __all__ = ["Classifier", "Prediction", "ProviderError", "available_providers", "cuda_driver_present",
@@ -69,6 +69,8 @@ class Classifier:
     'cuda' raises ProviderError unless CUDA really runs; 'cpu' never tries CUDA.
     threads: onnxruntime's intra-op threads; 0 means what this process may really use
     (`cpu.default_threads`: affinity, cgroup quota, physical cores).
+    spinning: let idle worker threads spin; None: yes, unless the load average says the CPUs are
+    already busy (`cpu.machine_busy`).
     `provider` is the provider the live session runs on; `fallback_reason` says why it is not CUDA."""
 
     def __init__(
@@ -78,12 +80,15 @@ class Classifier:
         threads: int = 0,
         notify=print,
         driver_probe: Callable[[], bool] = cuda_driver_present,
+        spinning: bool | None = None,
     ):
         self.path = Path(path) if path else default_model_path()
         if provider not in ("auto", "cuda", "cpu"):
             raise ValueError(f"provider {provider!r}: use auto, cuda or cpu")
         self.requested_provider = provider
         self.threads = threads if threads and threads > 0 else default_threads()
+        # Idle workers spin for the next op (lower latency) unless the machine is already busy.
+        self.spinning = spinning if spinning is not None else self.threads > 1 and not machine_busy(self.threads)
         self.fallback_reason: str | None = None  # why CUDA was not used, when it was asked for
         ort = _ort()
         self.session = self._open(ort, provider, notify, driver_probe)
@@ -97,6 +102,7 @@ class Classifier:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         opts.log_severity_level = 4 if quiet else 3
         return opts
 

@@ -1,0 +1,140 @@
+"""The command line as a user meets it: providers named in every --json output, the CSV file,
+--threads, exit codes (0 success, 1 an input failed, 2 usage) and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from PIL import Image
+
+from cifar10kit.runtime.results_csv import columns, read_results
+
+from conftest import REPO, cli, make_tiny_cifar, needs_torch
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pictures")
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        Image.new("RGB", (40 + i, 30), colour).save(d / f"{i}.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return d
+
+
+def _one_line_error(r: subprocess.CompletedProcess, code: int) -> str:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Providers and threads in every --json output
+
+
+def test_predict_json_and_csv_agree_and_name_the_provider(pictures, tmp_path):
+    out = tmp_path / "results.csv"
+    r = cli("predict", str(pictures), "--json", "--csv", str(out), "-k", "2", "--threads", "1")
+    assert r.returncode == 1  # the broken file
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 4 and {row["provider"] for row in rows} == {"CPUExecutionProvider"}
+    table = read_results(out)
+    assert list(table[0]) == columns(2)
+    for row, line in zip(rows, table):
+        assert line["path"] == row["path"] and line["provider"] == row["provider"]
+        assert line["uncertain"] == ("true" if row["uncertain"] else "false")
+        if row["error"]:
+            assert line["error"] == row["error"] and line["label"] == "" and line["top1_label"] == ""
+            continue
+        assert line["label"] == row["label"] == line["top1_label"]
+        assert [line["top1_label"], line["top2_label"]] == [t["label"] for t in row["top_k"]]
+        assert float(line["top2_probability"]) == pytest.approx(row["top_k"][1]["probability"], abs=1e-6)
+
+
+def test_evaluate_info_and_bench_report_the_live_session(tmp_path):
+    data = make_tiny_cifar(tmp_path, per_batch=2, test=20)
+    ev = json.loads(cli("evaluate", "--data-dir", str(data), "--json", "--threads", "1").stdout)
+    info = json.loads(cli("info", "--json", "--threads", "1").stdout)
+    bench = json.loads(cli("bench", "--json", "--threads", "1", "--repeats", "5", "--batch-size", "8").stdout)
+    for out in (ev, info, bench):
+        assert out["provider"] == "CPUExecutionProvider" and out["threads"] == 1
+        assert out["requested_provider"] == "auto"
+    assert ev["n"] == 20 and info["info"]["class_names"][3] == "cat"
+    assert info["onnxruntime"]["version"] and info["cpus"]["logical"] >= 1
+
+
+def test_default_threads_follow_the_affinity_mask():
+    import os
+
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a process allowed on at least two CPUs")
+    one = min(os.sched_getaffinity(0))
+    r = subprocess.run(["taskset", "-c", str(one), str(REPO / ".venv" / "bin" / "cifar10"), "info", "--json"],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode == 127 or "taskset" in r.stderr:
+        pytest.skip("taskset not available")
+    assert json.loads(r.stdout)["threads"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Exit codes and one-line errors
+
+
+def test_usage_errors_exit_2(pictures, tmp_path):
+    assert cli("predict", str(pictures), "--threads", "0").returncode == 2  # argparse
+    assert cli("predict", str(pictures), "--top-k", "0").returncode == 2
+    line = _one_line_error(cli("predict", str(pictures), "--model", str(tmp_path / "none.onnx")), 2)
+    assert "no such model file" in line
+    line = _one_line_error(cli("predict", str(pictures), "--csv", str(tmp_path / "no" / "dir" / "x.csv")), 2)
+    assert "x.csv" in line
+    line = _one_line_error(cli("evaluate", "--data-dir", str(tmp_path / "nothing")), 2)
+    assert "cifar10 download" in line
+
+
+def test_input_failures_exit_1(pictures, tmp_path):
+    bad_model = tmp_path / "bad.onnx"
+    bad_model.write_bytes(b"not a model")
+    line = _one_line_error(cli("info", "--model", str(bad_model)), 1)
+    assert "bad.onnx" in line
+    only_broken = cli("predict", str(pictures / "broken.jpg"))
+    assert only_broken.returncode == 1 and "broken.jpg" in only_broken.stderr
+    assert cli("predict", str(pictures / "0.png")).returncode == 0
+
+
+@needs_torch
+def test_train_and_export_errors_are_one_line(tmp_path):
+    out = ["--out", str(tmp_path / "runs")]
+    line = _one_line_error(cli("train", "--preset", "smoke", "--data-dir", str(tmp_path / "missing"), *out), 2)
+    assert "missing" in line and "cifar10 download" in line
+    (tmp_path / "classless").mkdir()
+    (tmp_path / "classless" / "loose.png").write_bytes(b"")
+    line = _one_line_error(cli("train", "--preset", "smoke", "--folder", str(tmp_path / "classless"), *out), 2)
+    assert "classless" in line and "class" in line
+    run = tmp_path / "runs" / "broken"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    (run / "config.json").write_text(json.dumps({"preset": "smoke"}))
+    line = _one_line_error(cli("train", "--resume", str(run), "--data-dir", str(tmp_path)), 1)
+    assert "last.pt" in line
+    line = _one_line_error(cli("export", str(run / "last.pt"), "-o", str(tmp_path / "m.onnx")), 1)
+    assert "last.pt" in line and not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Shipped code names no developer paths
+
+
+def test_no_shipped_file_points_at_a_developer_data_folder():
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=REPO).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    offenders = []
+    for name in tracked:
+        if name.startswith(("tests/", "docs/")) or not name.endswith((".py", ".toml", ".cfg", "Makefile")):
+            continue
+        path = REPO / name
+        if path.exists() and ("../shared" in (text := path.read_text(errors="replace")) or "/work/shared" in text):
+            offenders.append(name)
+    assert offenders == []
