@@ -50,6 +50,7 @@ METHODS = [
     ("occlusion 8/4 blur prob, unsmoothed", "occ", dict(patch=8, stride=4, fill="blur", score="probability", sigma=0)),
     ("occlusion 8/4 blur log-odds", "occ", dict(patch=8, stride=4, fill="blur", score="log_odds")),
     ("occlusion 8/4 mean-colour prob", "occ", dict(patch=8, stride=4, fill="mean", score="probability")),
+    ("occlusion 8/4 blur prob, quincunx", "occ", dict(patch=8, stride=4, fill="blur", layout="quincunx")),
     ("occlusion 4/4 blur prob", "occ", dict(patch=4, stride=4, fill="blur", score="probability")),
     ("occlusion 12/4 blur prob", "occ", dict(patch=12, stride=4, fill="blur", score="probability")),
     ("occlusion 8/8 blur prob (4×4 grid)", "occ", dict(patch=8, stride=8, fill="blur", score="probability")),
@@ -146,6 +147,15 @@ def main() -> None:
         maps[name] = rows
         results[name] = [score(v, e["box"]) for v, e in zip(rows, entries)]
         timing[name] = (1000 * float(np.median(wall)), 1000 * float(np.median(cpu)))
+
+    # For scale: a plain prediction (batch 1) under the same conditions as the heatmaps.
+    wall, cpu = [], []
+    for e in entries:
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.run(images[e["index"]])
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    print(f"one prediction (batch 1), p50: {1000 * np.median(wall):.1f} ms wall, {1000 * np.median(cpu):.1f} ms cpu")
 
     for which in sets:
         chosen = [i for i, e in enumerate(entries) if which == "all" or e.get("set") == which]

@@ -91,6 +91,9 @@ def test_heatmap_is_one_onnxruntime_run_and_deterministic(model, counted):
     probs = model.run(pixels).probs[0]
     assert first.class_index == int(np.argmax(probs))
     assert first.probability == pytest.approx(float(probs.max()), abs=1e-6)
+    quick = H.heatmap(model, pixels, layout="quincunx")
+    assert counted.batch_sizes[-1] == 1 + len(H.patch_positions(layout="quincunx"))
+    assert quick.grid == "8×8" and quick.class_index == first.class_index
 
 
 def test_heatmap_for_another_class_is_a_different_map(model):
@@ -128,6 +131,13 @@ def test_occluded_batch_covers_the_image_patch_by_patch():
         covered |= ~outside
     assert covered.all()
     assert H.patch_origins(12, 8) == [0, 8, 16, 20]  # the last patch reaches the edge
+    half = H.patch_positions(layout="quincunx")
+    assert len(half) == (len(starts) ** 2 + 1) // 2 and set(half) < set(H.patch_positions(layout="full"))
+    cover = np.zeros((32, 32), int)
+    for y, x in half:
+        cover[y : y + H.PATCH, x : x + H.PATCH] += 1
+    assert cover.min() >= 1  # every pixel is still tested
+    assert len(H.occluded_batch(pixels, layout="quincunx")) == 1 + len(half)
 
 
 # ----------------------------------------------------------------------------------------------
