@@ -59,7 +59,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{len(results) - bad} classified, {bad} failed ({model.provider})", file=sys.stderr)
     if heat and not args.json:
-        print(f"{heat.written} heatmaps written to {heat.folder}", file=sys.stderr)
+        n = heat.written
+        print(f"{n} heatmap{'' if n == 1 else 's'} written to {heat.folder}", file=sys.stderr)
     return EXIT_FAILED if bad or not results or (heat and heat.failed) else EXIT_OK
 
 
