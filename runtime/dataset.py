@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickletools
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,18 @@ from .preprocess import IMAGE_SUFFIXES, is_image_file
 
 # Names other modules import from here; they live in download.py, locations.py and preprocess.py.
 __all__ = [
-    "CIFAR_DIRNAME", "CIFAR_MD5", "CIFAR_URL", "DATA_ENV", "FILE_MD5", "IMAGE_EXTENSIONS", "DatasetError",
+    "CIFAR_DIRNAME", "CIFAR_MD5", "CIFAR_URL", "DATA_ENV", "FILE_MD5", "DatasetError",
     "default_data_dir", "download_cifar10", "file_digest", "load_cifar10", "read_batch", "read_meta",
     "resolve_data_dir", "scan_image_folder", "verify_cifar10",
 ]  # fmt: skip
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the old name, still read by the app
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 
 
 def download_hint(root: Path) -> str:
     """What to type to get the data into `root` (every message that asks for a download uses it)."""
-    return f"download it with `cifar10 download --data-dir {root}`, or pass --data-dir / set ${DATA_ENV} to a copy"
+    command = f"cifar10 download --data-dir {shlex.quote(str(root))}"
+    return f"download it with `{command}`, or pass --data-dir / set ${DATA_ENV} to a copy"
 
 
 # ----------------------------------------------------------------------------------------------
