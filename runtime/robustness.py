@@ -55,6 +55,17 @@ class RobustnessReport:
     def cell(self, family: str, severity: int) -> Cell:
         return next(c for c in self.cells if c.family == family and c.severity == severity)
 
+    @classmethod
+    def from_json(cls, data: dict) -> RobustnessReport:
+        """The inverse of `as_json`: a saved report, to print or plot beside a new one."""
+        cells = [
+            Cell(family, s["severity"], s["strength"], s["accuracy"], s["ece"])
+            for family, entry in data["families"].items()
+            for s in entry["severities"]
+        ]
+        clean = data["clean"]
+        return cls(data["model"], data["n"], data["seed"], clean["accuracy"], clean["ece"], cells)
+
     def as_json(self) -> dict:
         return {
             "model": self.model,

@@ -10,7 +10,7 @@ import pytest
 from cifar10kit.runtime.corruptions import FAMILIES, SEVERITIES, corrupt
 from cifar10kit.runtime.dataset import load_cifar10
 from cifar10kit.runtime.evaluate import expected_calibration_error
-from cifar10kit.runtime.robustness import measure, table
+from cifar10kit.runtime.robustness import RobustnessReport, measure, table
 from cifar10kit.runtime.session import Classifier
 
 from conftest import cli
@@ -66,6 +66,8 @@ def test_json_holds_every_family_and_severity(model, test_set):
         assert [s["severity"] for s in entry["severities"]] == [1, 2, 3, 4, 5]
         assert entry["mean_accuracy"] == pytest.approx(np.mean([s["accuracy"] for s in entry["severities"]]))
     assert data["n"] == 40 and data["clean"]["accuracy"] == r.clean_accuracy
+    again = RobustnessReport.from_json(json.loads(json.dumps(data)))
+    assert again == r  # a saved report reads back whole (the model card compares old and new from files)
 
 
 def test_robustness_command_prints_writes_json_and_plots(trained_model, tiny_cifar, tmp_path):
