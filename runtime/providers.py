@@ -113,8 +113,10 @@ def ort_build(ort) -> OrtBuild:
 def missing_library(ort) -> str | None:
     """Load the CUDA provider library the way onnxruntime does; the loader names what is missing.
 
-    Returns the loader's one-line error (e.g. "libcudnn.so.9: cannot open shared object file"),
-    or None when the library loads (then the cause is elsewhere: no device, driver too old)."""
+    The provider links the CUDA runtime and the driver, so the loader's error names the first of
+    those it cannot find. cuDNN is opened later, by name, so it is tried on its own afterwards.
+    Returns a one-line loader error (e.g. "libcudnn.so.9: cannot open shared object file"), or
+    None when everything loads (then the cause is elsewhere: no device, a driver too old)."""
     library = cuda_provider_library(ort)
     if library is None:
         return "the CUDA provider library is not part of this onnxruntime"
@@ -122,6 +124,13 @@ def missing_library(ort) -> str | None:
         ctypes.CDLL(str(library))
     except OSError as e:
         return str(e).replace(str(library) + ": ", "").strip()
+    build = ort_build(ort)
+    if build.cudnn_major:
+        name = f"cudnn64_{build.cudnn_major}.dll" if os.name == "nt" else f"libcudnn.so.{build.cudnn_major}"
+        try:
+            ctypes.CDLL(name)
+        except OSError as e:
+            return str(e).strip() if name in str(e) else f"{name}: cannot open shared object file ({e})"
     return None
 
 
