@@ -1,19 +1,21 @@
 """Heatmaps: where in the image the model found its evidence, computed through onnxruntime only.
 
-Two methods, both working on any contract model file:
+- "occlusion" (the default; works on any contract model file): cover one square patch of the 32x32
+  input at a time with a blurred copy of itself and see how much the class's probability falls.
+  All patches go through the model as ONE batch, together with the untouched image: with 8x8
+  patches every 4 pixels, 49 + 1 images and an 8x8 grid of evidence. It measures what the
+  prediction depends on.
+- "cam": the model's own class-activation map (the optional `cam` output, 3x3 for these nets),
+  upsampled. Free (same run as the prediction), but 3x3 cells cannot say much more than "bottom".
 
-- "occlusion" (the default): cover one square patch of the 32x32 input at a time with a blurred copy
-  of itself and see how much the class's score falls. All patches go through the model as ONE
-  batch, together with the untouched image. With 8x8 patches every 4 pixels that is 49 + 1 images
-  and an 8x8 grid of evidence. It measures what the prediction actually depends on, and on
-  hand-outlined test images it agrees with where the object is better than the CAM
-  (benchmarks/heatmap_agreement.py).
-- "cam": the model's own class-activation map (`cam` output, 3x3 for these nets), upsampled. Free
-  (same run as the prediction), but a 3x3 grid cannot say much more than "left" or "bottom".
-
-The score that falls is the class's probability. Its log-odds, which keep moving when a confident
-model's probability sits at 0.999, were measured too and spread the heat more thinly over the
-background (lower share inside the object boxes), so the plain probability it is.
+On 50 test images with hand-drawn object boxes (benchmarks/heatmap_agreement.py) the occlusion
+map's peak fell inside the object on 45, the CAM's on 17, and 77% of the occlusion map's heat lay
+inside the boxes against 55% for the CAM (51% for a flat map, 70% for a blob in the middle, whose
+peak lands in 48 boxes: CIFAR objects sit in the centre, so the share is the telling figure). The
+blurred occluder beat a flat mean-colour one, and the probability beat its log-odds, which keep
+moving when a confident model sits at 0.999 but spread the heat over the background. The smoothing
+(sigma 2 px) costs a little of that (46/50 and 80% unsmoothed) and turns 4-pixel blocks into a map a
+person can read.
 """
 
 from __future__ import annotations
