@@ -84,6 +84,7 @@ def download_cifar10(
 ) -> Path:
     """Fetch and unpack the official archive into data_dir unless a good copy is there.
 
+    progress: called with (bytes so far, total); None draws a tqdm bar when stderr is a terminal.
     Returns the `cifar-10-batches-py` folder. Raises DatasetError with a one-line message."""
     root = resolve_data_dir(data_dir)
     folder = root / CIFAR_DIRNAME
@@ -101,7 +102,14 @@ def download_cifar10(
     for attempt in (1, 2):
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             archive = Path(tmp) / ARCHIVE_NAME
-            _fetch(url, archive, progress)
+            report, close = progress, None
+            if report is None and sys.stderr.isatty():  # e.g. `cifar10 train --download` at a terminal
+                report, close = tqdm_progress()
+            try:
+                _fetch(url, archive, report)
+            finally:
+                if close:
+                    close()
             got = file_digest(archive)
             if got != md5:
                 if attempt == 2:
