@@ -102,13 +102,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 # runtime commands: predict, evaluate, info, bench and download are in commands_runtime.py
 
 
-def cmd_gui(a: argparse.Namespace) -> int:
+def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from .gui.app import main as gui_main
     except ImportError as e:
         raise SystemExit(f"error: the GUI needs Tkinter ({e}); install your Python's tk package") from None
-    return gui_main(model=a.model, image=a.image, provider=a.provider, data_dir=a.data_dir,
-                    threads=a.threads or 0)  # fmt: skip
+    return gui_main(model=args.model, image=args.image, provider=args.provider, data_dir=args.data_dir,
+                    threads=args.threads or 0)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
