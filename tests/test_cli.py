@@ -66,16 +66,20 @@ def test_evaluate_info_and_bench_report_the_live_session(tmp_path):
 
 
 def test_default_threads_follow_the_affinity_mask():
+    """A process pinned to one CPU (taskset, cpusets) gets one onnxruntime thread by default."""
     import os
+    import sys
 
     if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs a process allowed on at least two CPUs")
-    one = min(os.sched_getaffinity(0))
-    r = subprocess.run(["taskset", "-c", str(one), str(REPO / ".venv" / "bin" / "cifar10"), "info", "--json"],
-                       capture_output=True, text=True)  # fmt: skip
-    if r.returncode == 127 or "taskset" in r.stderr:
-        pytest.skip("taskset not available")
-    assert json.loads(r.stdout)["threads"] == 1
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from cifar10kit.main import main; sys.exit(main(['info', '--json']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["threads"] == 1 and out["cpus"]["affinity"] == 1
 
 
 # ----------------------------------------------------------------------------------------------
