@@ -1,7 +1,13 @@
-"""Shared fixtures: tiny CIFAR-format data, a tiny trained + exported model, the real data if present."""
+"""Shared fixtures: tiny CIFAR-format data, a tiny trained + exported model, the hostile image corpus,
+small hand-made contract models, and the real CIFAR-10 when `$CIFAR10_DATA` points at it.
+
+Real data: tests that need it take the `shared_data` fixture. Without `$CIFAR10_DATA` (the folder
+holding cifar-10-batches-py/) they skip; under CI (`CI=true`) they fail instead, so a CI run whose
+data went missing cannot pass by skipping them."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -13,7 +19,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA_ENV = "CIFAR10_DATA"
 BIN = Path(sys.executable).parent
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -28,14 +34,30 @@ needs_torch = pytest.mark.skipif(not has_torch(), reason="needs the [train] extr
 
 
 def real_data_dir() -> Path | None:
-    return SHARED_DATA if (SHARED_DATA / "cifar-10-batches-py" / "test_batch").exists() else None
+    """`$CIFAR10_DATA` (the folder holding cifar-10-batches-py/, or that folder itself) when it holds
+    the test batch; None otherwise."""
+    env = os.environ.get(DATA_ENV)
+    if not env:
+        return None
+    root = Path(env)
+    if root.name == "cifar-10-batches-py":
+        root = root.parent
+    return root if (root / "cifar-10-batches-py" / "test_batch").is_file() else None
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     d = real_data_dir()
     if d is None:
-        pytest.skip("real CIFAR-10 not found at ../shared/data")
+        env = os.environ.get(DATA_ENV)
+        why = f"${DATA_ENV}={env} holds no cifar-10-batches-py/test_batch" if env else f"${DATA_ENV} is not set"
+        if in_ci():
+            pytest.fail(f"real CIFAR-10 needed and missing under CI: {why}", pytrace=False)
+        pytest.skip(f"real CIFAR-10 not found: {why}")
     return d
 
 
@@ -118,3 +140,81 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | N
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
                           cwd=cwd)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# The hostile image corpus (tests/hostile.py), built once per session
+
+
+@pytest.fixture(scope="session")
+def hostile_corpus(tmp_path_factory):
+    """(root, cases): a few hundred hostile and odd-but-valid image files, and what each must give."""
+    from hostile import build_corpus, restore_permissions
+
+    root = tmp_path_factory.mktemp("hostile") / "corpus"
+    cases = build_corpus(root)
+    yield root, cases
+    restore_permissions(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hand-made contract models: tiny ONNX graphs whose probabilities are known in closed form
+
+
+def probe_probabilities(pixels: np.ndarray, outputs: int = 10) -> np.ndarray:
+    """What `make_contract_model` computes: softmax(mean pixel value * linspace(-1, 1, outputs))."""
+    m = np.asarray(pixels, np.float64).reshape(len(pixels), -1).mean(1)
+    z = m[:, None] * np.linspace(-1, 1, outputs)[None]
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def make_contract_model(path: Path, *, input_name="pixels", dtype="uint8", shape=("N", 32, 32, 3), outputs=10,
+                        output_name="probabilities", output_dtype="float", meta=None, drop=(),
+                        extra_input=False) -> Path:  # fmt: skip
+    """A tiny ONNX model that follows the contract unless told to break one thing.
+
+    Its probabilities are `probe_probabilities(pixels)`: a black image gets 1/outputs for every class,
+    brighter images put more and more weight on the last class. `meta` adds or overrides metadata
+    (e.g. an uncertainty threshold)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cifar10kit.runtime import contract as C
+
+    types = {"uint8": TensorProto.UINT8, "float": TensorProto.FLOAT, "double": TensorProto.DOUBLE}
+    nodes = [
+        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "one"], ["m1"]),
+        helper.make_node("MatMul", ["m1", "w"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=1),
+        helper.make_node("Cast", ["p"], [output_name], to=types[output_dtype]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.linspace(-1, 1, outputs, dtype=np.float32)[None], "w"),
+    ]
+    inputs = [helper.make_tensor_value_info(input_name, types[dtype], list(shape))]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]))
+    out = [helper.make_tensor_value_info(output_name, types[output_dtype], ["N", outputs])]
+    graph = helper.make_graph(nodes, "contract-test", inputs, out, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    values = {
+        C.KEY_CONTRACT: C.CONTRACT_VERSION,
+        C.KEY_CLASS_NAMES: json.dumps(list(CLASSES[:outputs]) if outputs <= 10 else [f"c{i}" for i in range(outputs)]),
+        C.KEY_INPUT_LAYOUT: C.INPUT_LAYOUT,
+        C.KEY_ARCHITECTURE: "test",
+        C.KEY_DATASET: "CIFAR-10",
+        C.KEY_TEST_ACCURACY: "",
+        C.KEY_VERSION: "0",
+        C.KEY_CREATED: "2024-01-01T00:00:00Z",
+        **(meta or {}),
+    }
+    for key, value in values.items():
+        if key not in drop:
+            model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path

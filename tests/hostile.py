@@ -22,7 +22,7 @@ import io
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,11 @@ class Case:
     note: str = ""
     scanned: bool = True  # `cifar10 predict DIR` must print a row for it
     reference: Path | None = None  # for "ok" cases: a plain file that must give the same pixels
-    tolerance: float = 0.0  # mean absolute difference allowed against `reference`
+    tolerance: float = 0.0  # mean absolute difference allowed against `reference` or `expected`
+    # For "ok" cases without a reference file: the full-size 8-bit RGB picture the documented policy
+    # promises (uint8 [h, w, 3], or one (r, g, b) colour for the whole image). The loader's output
+    # must equal this picture after the same centre crop and resize.
+    expected_rgb: np.ndarray | tuple | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -74,6 +78,27 @@ def scene(w: int = 96, h: int = 64, seed: int = 0) -> np.ndarray:
     a[h // 2 :, w // 2 :] = (240, 220, 40)
     noise = rng.integers(-6, 7, size=a.shape)
     return np.clip(a.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The policy's transparency: composite on white."""
+    a = alpha.astype(np.float64)[..., None] / 255.0
+    return np.round(rgb.astype(np.float64) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+
+
+def grey3(grey: np.ndarray) -> np.ndarray:
+    return np.dstack([grey] * 3).astype(np.uint8)
+
+
+def palette_rgb(img: Image.Image) -> np.ndarray:
+    """A palette image's colours, looked up by hand."""
+    pal = np.array(img.getpalette(), np.uint8).reshape(-1, 3)
+    return pal[np.asarray(img)]
+
+
+# Lossy formats change pixels a little; lossless ones must match up to compositing rounding.
+LOSSY_TOLERANCE = {"jpg": 8.0, "jpeg": 8.0, "webp": 10.0}  # the noisy scene at default quality
+LOSSLESS_TOLERANCE = 0.6
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -189,7 +214,7 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     root.mkdir(parents=True, exist_ok=True)
     b = _Builder(root)
     base = Image.fromarray(scene())
-    ref = b.add("reference.png", encode(base, "PNG"), "ok", "valid")
+    ref = b.add("reference.png", encode(base, "PNG"), "ok", "valid", expected_rgb=np.asarray(base))
 
     # -- empty files -----------------------------------------------------------------------------
     for ext in ("png", "jpg", "gif", "webp", "bmp", "tif"):
@@ -218,7 +243,9 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     png = encode(base, "PNG")
     b.add("truncated-no-iend.png", png[:-12], "ok", "truncated-tail", "IEND chunk missing", reference=ref)
     gif = encode(base, "GIF")
-    b.add("truncated-no-trailer.gif", gif[:-1], "ok", "truncated-tail", "GIF trailer byte missing")
+    gif_rgb = np.asarray(Image.open(io.BytesIO(gif)).convert("RGB"))  # GIF quantises the colours
+    b.add("truncated-no-trailer.gif", gif[:-1], "ok", "truncated-tail", "GIF trailer byte missing",
+          expected_rgb=gif_rgb, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
 
     # -- corrupted inside ------------------------------------------------------------------------
     bad_crc = bytearray(png)
@@ -298,7 +325,8 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     write_constant_png(root / "huge-10000x10000.png", 10_000, 10_000, (200, 40, 40))
     b.add("huge-10000x10000.png", None, "error", "bomb", "real 100 MP PNG: over the 64 MP limit")
     write_constant_png(root / "large-8000x8000.png", 8_000, 8_000, (10, 200, 30))
-    b.add("large-8000x8000.png", None, "ok", "extreme-size", "real 64 MP PNG: at the limit, classified")
+    b.add("large-8000x8000.png", None, "ok", "extreme-size", "real 64 MP PNG: at the limit, classified",
+          expected_rgb=(10, 200, 30))  # fmt: skip
     with open(root / "sparse-300MB.png", "wb") as f:
         f.write(png)
         f.truncate(300 << 20)  # sparse: no disk used
@@ -308,12 +336,14 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     one = Image.new("RGB", (1, 1), (12, 34, 56))
     for ext, fmt in (("png", "PNG"), ("jpg", "JPEG"), ("gif", "GIF"), ("bmp", "BMP"), ("tif", "TIFF"),
                      ("webp", "WEBP")):  # fmt: skip
-        b.add(f"1x1.{ext}", encode(one, fmt), "ok", "extreme-size")
+        b.add(f"1x1.{ext}", encode(one, fmt), "ok", "extreme-size", expected_rgb=(12, 34, 56),
+              tolerance=LOSSY_TOLERANCE.get(ext, 0.0))  # fmt: skip
     for w, h in ((1, 5000), (5000, 1), (2, 2), (31, 33), (33, 31), (100_000, 1)):
         img = Image.fromarray(np.full((h, w, 3), 77, np.uint8))
-        b.add(f"size-{w}x{h}.png", encode(img, "PNG"), "ok", "extreme-size")
+        b.add(f"size-{w}x{h}.png", encode(img, "PNG"), "ok", "extreme-size", expected_rgb=(77, 77, 77))
     big = Image.fromarray(np.kron(scene(40, 30), np.ones((100, 100, 1), np.uint8)))  # 4000x3000
-    b.add("photo-4000x3000.jpg", encode(big, "JPEG", quality=85), "ok", "extreme-size")
+    b.add("photo-4000x3000.jpg", encode(big, "JPEG", quality=85), "ok", "extreme-size", expected_rgb=np.asarray(big),
+          tolerance=LOSSY_TOLERANCE["jpg"])  # fmt: skip
 
     # -- colour modes, depths, frames --------------------------------------------------------------
     rgb = scene(48, 40, seed=3)
@@ -332,10 +362,30 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
         "F-wide": Image.fromarray(grey.astype(np.float32) * 1000.0 - 5000.0),
         "CMYK": Image.fromarray(rgb).convert("CMYK"),
         "YCbCr": Image.fromarray(rgb).convert("YCbCr"),
+        "I-fits": Image.fromarray(grey.astype(np.int32)),  # 32-bit, values 0..255: read as 8-bit
     }
+    # What the policy promises for each (README: 16-bit scaled, not clipped; 32-bit integers as 8-bit
+    # when they fit, else as 16-bit; floats in [0, 1] times 255, others over their largest value).
+    wide = grey.astype(np.float32) * 1000.0 - 5000.0
+    promised = {
+        "L": grey3(grey),
+        "LA": on_white(grey3(grey), alpha),
+        "RGB": rgb,
+        "RGBA": on_white(rgb, alpha),
+        "1": grey3(np.asarray(modes["1"]).astype(np.uint8) * 255),
+        "P": palette_rgb(modes["P"]),
+        "I16": grey3(grey),  # g * 257 >> 8 == g
+        "I": grey3(((grey.astype(np.int64) * 100) >> 8).astype(np.uint8)),
+        "I-fits": grey3(grey),
+        "F": grey3(grey),
+        "F-wide": grey3(np.clip(wide * np.float32(255.0 / wide.max()) + np.float32(0.5), 0, 255).astype(np.uint8)),
+        "CMYK": rgb,
+        "YCbCr": rgb,
+    }
+    near = {"YCbCr": 1.5}  # YCbCr <-> RGB rounds each way
     fmt_modes = {
         "png": ("PNG", ("L", "LA", "RGB", "RGBA", "1", "P", "I16")),
-        "tif": ("TIFF", ("L", "LA", "RGB", "RGBA", "1", "P", "I16", "I", "F", "F-wide", "CMYK", "YCbCr")),
+        "tif": ("TIFF", ("L", "LA", "RGB", "RGBA", "1", "P", "I16", "I", "I-fits", "F", "F-wide", "CMYK", "YCbCr")),
         "jpg": ("JPEG", ("L", "RGB", "CMYK")),
         "bmp": ("BMP", ("L", "RGB", "RGBA", "1", "P")),
         "gif": ("GIF", ("L", "P", "1")),
@@ -346,32 +396,50 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     }
     for ext, (fmt, names) in fmt_modes.items():
         for mode in names:
-            b.add(f"mode-{mode}.{ext}", encode(modes[mode], fmt), "ok", "modes")
+            tol = LOSSY_TOLERANCE.get(ext, near.get(mode, LOSSLESS_TOLERANCE))
+            # Pillow writes RGBA as a plain 32-bit BMP (BI_RGB): the file holds no alpha, so no compositing.
+            want = rgb if (ext, mode) == ("bmp", "RGBA") else promised[mode]
+            b.add(f"mode-{mode}.{ext}", encode(modes[mode], fmt), "ok", "modes", expected_rgb=want, tolerance=tol)
     # Palette with a transparent index, grey/RGB with a colour key, all fully transparent.
     pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
-    b.add("palette-transparency.png", encode(pal, "PNG", transparency=0), "ok", "modes")
-    b.add("palette-transparency.gif", encode(pal, "GIF", transparency=0), "ok", "modes")
-    b.add("grey-colour-key.png", encode(modes["L"], "PNG", transparency=int(grey[0, 0])), "ok", "modes")
+    pal_shown = palette_rgb(pal)
+    pal_shown[np.asarray(pal) == 0] = 255  # index 0 is transparent: white
+    for ext, fmt in (("png", "PNG"), ("gif", "GIF")):
+        b.add(f"palette-transparency.{ext}", encode(pal, fmt, transparency=0), "ok", "modes", expected_rgb=pal_shown,
+              tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+    keyed_grey = grey3(np.where(grey == grey[0, 0], 255, grey))
+    b.add("grey-colour-key.png", encode(modes["L"], "PNG", transparency=int(grey[0, 0])), "ok", "modes",
+          expected_rgb=keyed_grey, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+    keyed_rgb = np.where((rgb == rgb[0, 0]).all(2, keepdims=True), np.uint8(255), rgb)
     b.add("rgb-colour-key.png", encode(modes["RGB"], "PNG", transparency=tuple(int(v) for v in rgb[0, 0])), "ok",
-          "modes")  # fmt: skip
+          "modes", expected_rgb=keyed_rgb, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
     clear = Image.new("RGBA", (40, 30), (255, 0, 0, 0))
     for ext, fmt in (("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF")):
-        b.add(f"fully-transparent.{ext}", encode(clear, fmt), "ok", "modes", "must come out as BACKGROUND")
+        b.add(f"fully-transparent.{ext}", encode(clear, fmt), "ok", "modes", "must come out as BACKGROUND",
+              expected_rgb=(255, 255, 255))  # fmt: skip
     # 16-bit RGB PNG (Pillow reads it as 8-bit RGB) written by hand.
     rgb16 = (rgb.astype(">u2") * 257).astype(">u2")
     raw16 = b"".join(b"\x00" + r.tobytes() for r in rgb16)
-    b.add("rgb-16bit.png", png_bytes(48, 40, zlib.compress(raw16), color_type=2, depth=16), "ok", "modes")
+    b.add("rgb-16bit.png", png_bytes(48, 40, zlib.compress(raw16), color_type=2, depth=16), "ok", "modes",
+          expected_rgb=rgb)  # fmt: skip
     # Frames: animated GIF / WebP / APNG, multi-page TIFF (first frame is used), an IFD loop.
     frames = [Image.fromarray(scene(40, 30, seed=s)) for s in range(5)]
-    b.add("animated.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0), "ok", "frames")
-    b.add("animated.webp", encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]), "ok", "frames")
-    b.add("animated-apng.png", encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "ok", "frames")
-    b.add("multipage.tif", encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]), "ok", "frames")
-    b.add("ifd-loop.tif", tiff_ifd_loop(), "ok", "frames", "next-IFD pointer points at itself")
+    first = np.asarray(frames[0])  # the first frame, whatever the others hold
+    # GIF quantises each frame to 256 colours, hence the wider tolerance.
+    b.add("animated.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0), "ok", "frames",
+          expected_rgb=first, tolerance=6.0)  # fmt: skip
+    b.add("animated.webp", encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]), "ok", "frames",
+          expected_rgb=first, tolerance=LOSSY_TOLERANCE["webp"])  # fmt: skip
+    b.add("animated-apng.png", encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "ok", "frames",
+          expected_rgb=first)  # fmt: skip
+    b.add("multipage.tif", encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]), "ok", "frames",
+          expected_rgb=first)  # fmt: skip
+    b.add("ifd-loop.tif", tiff_ifd_loop(), "ok", "frames", "next-IFD pointer points at itself",
+          expected_rgb=scene(24, 16))  # fmt: skip
 
     # -- EXIF orientation ------------------------------------------------------------------------
     shown = scene(120, 80, seed=7)
-    upright = b.add("exif-reference.png", encode(Image.fromarray(shown), "PNG"), "ok", "exif")
+    upright = b.add("exif-reference.png", encode(Image.fromarray(shown), "PNG"), "ok", "exif", expected_rgb=shown)
     for o, store in EXIF_STORE.items():
         exif = Image.Exif()
         exif[0x0112] = o
@@ -413,7 +481,11 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
         "tiff-ext.tiff": encode(base, "TIFF"),
     }
     for name, data in wrong.items():
-        b.add(name, data, "ok", "wrong-extension", reference=ref if data is png else None)
+        if data is png:
+            b.add(name, data, "ok", "wrong-extension", reference=ref)
+        else:
+            shown_rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # the same bytes, decoded plainly
+            b.add(name, data, "ok", "wrong-extension", expected_rgb=shown_rgb)
     b.add("no-extension", png, "ok", "wrong-extension", "not scanned: no image extension", reference=ref)
     b.add("image.dat", png, "ok", "wrong-extension", "not scanned: unknown extension", reference=ref)
 
@@ -437,7 +509,10 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     ]
     for i, name in enumerate(names):
         data = jpeg if str(os.fsdecode(name)).endswith(".jpg") else png
-        b.add(name, data, "ok", "names", reference=ref if data is png else None)
+        if data is png:
+            b.add(name, data, "ok", "names", reference=ref)
+        else:
+            b.add(name, data, "ok", "names", expected_rgb=np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
         if i < 3:  # the same odd names on broken files: the error must still name them
             bad = name + b".broken.png" if isinstance(name, bytes) else name + ".broken.png"
             b.add(bad, b"\x89PNG\r\n\x1a\n" + bytes(20), "error", "names")

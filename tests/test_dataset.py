@@ -142,3 +142,160 @@ def test_real_cifar10(shared_data):
     smooth = np.abs(np.diff(x[:100].astype(int), axis=2)).mean()
     shuffled = np.abs(np.diff(x[:100].reshape(100, -1)[:, np.random.default_rng(0).permutation(3072)], axis=1)).mean()
     assert smooth < shuffled / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels at the boundary of the class list
+
+
+def _batch_with_labels(root: Path, labels: list[int], names: tuple[str, ...] | None = None) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _ = synthetic_images(len(labels), 5)
+    write_batch(folder / "test_batch", images, np.array(labels))
+    if names is not None:
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump({b"label_names": [n.encode() for n in names]}, f, protocol=3)
+    return root
+
+
+def test_labels_from_zero_to_the_last_class_are_accepted(tmp_path):
+    _, y, names = D.load_cifar10(_batch_with_labels(tmp_path / "ten", [0, 9, 5, 9, 0]), "test")
+    assert y.tolist() == [0, 9, 5, 9, 0] and len(names) == 10
+    _, y, names = D.load_cifar10(_batch_with_labels(tmp_path / "three", [2, 0, 1], ("a", "b", "c")), "test")
+    assert y.tolist() == [2, 0, 1] and names == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("labels", "names", "found"),
+    [
+        ([0, 10, 3], None, "labels must be 0..9, found 0..10"),
+        ([5, -1, 9], None, "labels must be 0..9, found -1..9"),
+        ([0, 1, 3], ("a", "b", "c"), "labels must be 0..2, found 0..3"),
+    ],  # fmt: skip
+)
+def test_labels_outside_the_class_list_are_refused(tmp_path, labels, names, found):
+    root = _batch_with_labels(tmp_path, labels, names)
+    with pytest.raises(D.DatasetError) as e:
+        D.load_cifar10(root, "test")
+    assert str(e.value) == f"{root / 'cifar-10-batches-py' / 'test_batch'}: {found}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Corrupt and malicious batches
+
+
+def _malicious(marker: Path, protocol: int, top_level: bool = False) -> bytes:
+    evil = _Evil(marker)
+    obj = evil if top_level else {b"batch_label": b"x", b"labels": [1, 2], b"data": evil}
+    return pickle.dumps(obj, protocol=protocol)
+
+
+def test_corrupt_and_malicious_batches(tmp_path):
+    marker = tmp_path / "MARKER"
+    images, labels = synthetic_images(20, 3)
+    write_batch(tmp_path / "good", images, labels)
+    good = (tmp_path / "good").read_bytes()
+    cases = {
+        "truncated-last-byte": good[:-1],
+        "text": b"data_batch_1\n",
+        "not-a-dict": pickle.dumps([1, 2, 3], protocol=3),
+        "no-labels": pickle.dumps({b"data": np.zeros((20, 3072), np.uint8)}, 3),
+        "wrong-shape": pickle.dumps({b"data": np.zeros((20, 100), np.uint8), b"labels": list(range(20))}, 3),
+        "float-data": pickle.dumps({b"data": np.zeros((20, 3072), np.float32), b"labels": list(range(20))}, 3),
+        "fortran-data": pickle.dumps(
+            {b"data": np.asfortranarray(np.zeros((20, 3072), np.uint8)), b"labels": list(range(20))}, 3
+        ),  # fmt: skip
+        "label-count": pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 3}, 3),
+    }
+    for protocol in (0, 1, 2, 3, 4, 5):
+        cases[f"evil-p{protocol}"] = _malicious(marker, protocol)
+        cases[f"evil-top-p{protocol}"] = _malicious(marker, protocol, top_level=True)
+    for name, data in cases.items():
+        f = tmp_path / name
+        f.write_bytes(data)
+        with pytest.raises(D.DatasetError) as e:
+            D.read_batch(f)
+        assert str(e.value).startswith(f"{f}: not a valid CIFAR-10 batch ("), (name, str(e.value))
+    meta = tmp_path / "meta" / "batches.meta"
+    meta.parent.mkdir()
+    meta.write_bytes(_malicious(marker, 2, top_level=True))
+    with pytest.raises(D.DatasetError, match="batches.meta: not a valid CIFAR-10 meta file"):
+        D.read_meta(meta.parent)
+    assert not marker.exists(), "unpickling ran code"
+
+
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_python3_pickle_protocols_read_back(tmp_path, protocol):
+    """What Python 3's pickle writes for a batch (the official files are Python 2's protocol 2, read
+    in test_real_cifar10), with the plain values the reader must understand around it."""
+    images, labels = synthetic_images(6, protocol)
+    flat = images.transpose(0, 3, 1, 2).reshape(6, -1)
+    extra = [None, True, False, 1.5, -3, 2**40, "text", (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), {"k": [1, 2]}]
+    obj = {b"batch_label": b"p", b"labels": [int(v) for v in labels], b"data": flat, "extra": extra, "again": extra}
+    (tmp_path / "b").write_bytes(pickle.dumps(obj, protocol=protocol))
+    x, y = D.read_batch(tmp_path / "b")
+    np.testing.assert_array_equal(x, images)
+    assert y.tolist() == [int(v) for v in labels] and y.dtype == np.int64
+    fine = {b"data": flat, b"fine_labels": [1, 2, 3, 4, 5, 6]}  # CIFAR-100's key for the labels
+    (tmp_path / "c").write_bytes(pickle.dumps(fine, protocol=protocol))
+    assert D.read_batch(tmp_path / "c")[1].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+# ----------------------------------------------------------------------------------------------
+# The download's single retry, over a real HTTP connection on the loopback interface
+
+
+class _ArchiveServer:
+    """Serves one archive on 127.0.0.1; the first `bad` requests get it cut short."""
+
+    def __init__(self, data: bytes, bad: int):
+        import http.server
+        import threading
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                server.requests += 1
+                body = data[: len(data) // 2] if server.requests <= bad else data
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self.requests = 0
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/cifar-10-python.tar.gz"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2])
+def test_download_retries_exactly_once(tmp_path, bad):
+    from cifar10kit.runtime.download import download_cifar10
+
+    archive, md5, file_md5 = _archive(tmp_path)
+    server = _ArchiveServer(archive.read_bytes(), bad)
+    notes: list[str] = []
+    dest = tmp_path / "data"
+    try:
+        if bad < 2:
+            folder = download_cifar10(dest, url=server.url, md5=md5, file_md5=file_md5, log=notes.append)
+            assert D.verify_cifar10(dest, file_md5) == [] and folder == dest / "cifar-10-batches-py"
+        else:
+            with pytest.raises(D.DatasetError, match=f"expected {md5}, twice"):
+                download_cifar10(dest, url=server.url, md5=md5, file_md5=file_md5, log=notes.append)
+            assert not (dest / "cifar-10-batches-py").exists()
+    finally:
+        server.close()
+    assert server.requests == min(bad + 1, 2)
+    retries = [n for n in notes if "corrupt or partial" in n and n.endswith("retrying")]
+    assert len(retries) == min(bad, 1) and len(notes) == len(retries)
+    assert not [p for p in dest.iterdir() if p.name.startswith(".download-")]

@@ -1,0 +1,487 @@
+"""Image file -> model input (runtime/preprocess.py): the hostile corpus, the documented pixel policy,
+the limits at their exact boundaries, and properties of the resize (hypothesis).
+
+The corpus (tests/hostile.py, ~300 files) goes through `prepare()` in a worker process, one file at a
+time with a 30 s limit each: every file gives a uint8 [32, 32, 3] array or an ImageError whose
+message holds the file name, as the corpus expects. Crashes (the worker dying), hangs (no answer in
+30 s) and other exception types must all be 0. Every valid file then has its pixels checked in this
+process against the picture the README's policy promises (tests/hostile.py `Case.expected`), or
+against a plain file of the same picture (`Case.reference`). `pytest -s` prints the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from cifar10kit.runtime import preprocess as P
+from cifar10kit.runtime.preprocess import BACKGROUND, ImageError, fit, prepare, to_input, to_rgb
+
+from hostile import EXIF_STORE, encode, png_bytes, scene
+
+PER_FILE_TIMEOUT_S = 30
+
+
+# ----------------------------------------------------------------------------------------------
+# The hostile corpus, through a worker process
+
+WORKER = r"""
+import json, sys
+from cifar10kit.runtime.preprocess import ImageError, prepare
+for line in sys.stdin:
+    path = bytes.fromhex(line.strip()).decode("utf-8", "surrogateescape")
+    try:
+        x = prepare(path)
+        out = {"status": "ok", "shape": list(x.shape), "dtype": str(x.dtype)}
+    except ImageError as e:
+        out = {"status": "error", "message": str(e)}
+    except BaseException as e:
+        out = {"status": "exception", "message": f"{type(e).__name__}: {e}"}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class _Worker:
+    """prepare() in a child process: a crash kills only the child, a hang is cut off by a timeout."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def ask(self, path: Path, timeout: float) -> dict:
+        self.proc.stdin.write(os.fsencode(path).hex() + "\n")
+        self.proc.stdin.flush()
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            self.proc.wait()
+            return {"status": "hang"}
+        if line is None:
+            self.proc.wait()
+            return {"status": "crash", "message": f"worker died with exit code {self.proc.returncode}"}
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prepared(hostile_corpus):
+    """{path: worker answer} for every case."""
+    _, cases = hostile_corpus
+    results, worker = {}, _Worker()
+    try:
+        for case in cases:
+            out = worker.ask(case.path, PER_FILE_TIMEOUT_S)
+            if out["status"] in ("hang", "crash"):
+                worker = _Worker()
+            results[case.path] = out
+    finally:
+        worker.close()
+    return results
+
+
+def test_corpus_is_big_and_varied(hostile_corpus):
+    _, cases = hostile_corpus
+    assert len(cases) >= 200
+    assert len({c.path for c in cases}) == len(cases)
+    families = {c.family for c in cases}
+    for family in ("empty", "truncated", "random-bytes", "bomb", "modes", "exif", "filesystem", "names"):
+        assert family in families
+    assert {c.expected for c in cases} == {"ok", "error"}
+
+
+def test_every_valid_file_has_reference_pixels(hostile_corpus):
+    _, cases = hostile_corpus
+    missing = [c.name for c in cases if c.expected == "ok" and c.reference is None and c.expected_rgb is None]
+    assert not missing
+
+
+def test_prepare_never_crashes_hangs_or_raises_other_errors(hostile_corpus, prepared):
+    _, cases = hostile_corpus
+    bad = {c.name: prepared[c.path] for c in cases if prepared[c.path]["status"] not in ("ok", "error")}
+    assert not bad
+
+
+def test_prepare_outcomes_match_the_corpus(hostile_corpus, prepared):
+    _, cases = hostile_corpus
+    wrong = []
+    for c in cases:
+        got = prepared[c.path]
+        if got["status"] != c.expected:
+            wrong.append(f"{c.name!r} ({c.family}): expected {c.expected}, got {got}")
+        elif got["status"] == "ok":
+            if got["shape"] != [32, 32, 3] or got["dtype"] != "uint8":
+                wrong.append(f"{c.name!r}: {got['shape']} {got['dtype']}")
+        elif not got["message"].startswith(str(c.path)):
+            wrong.append(f"{c.name!r}: message does not start with the file name: {got['message']!r}")
+    assert not wrong, "\n".join(wrong)
+    summary = {
+        "files": len(cases),
+        "classified": sum(prepared[c.path]["status"] == "ok" for c in cases),
+        "rejected": sum(prepared[c.path]["status"] == "error" for c in cases),
+    }
+    print("\nhostile corpus:", json.dumps(summary))
+
+
+def test_bombs_are_refused_as_bombs(hostile_corpus, prepared):
+    _, cases = hostile_corpus
+    for c in cases:
+        if c.family == "bomb" and "chunk" not in c.name:
+            msg = prepared[c.path]["message"]
+            assert "limit" in msg or "bomb" in msg, msg
+
+
+# ----------------------------------------------------------------------------------------------
+# The pixels the policy promises, for every valid file (in this process: these files are safe)
+
+
+def _expected_input(case, cases) -> np.ndarray:
+    if case.reference is not None:
+        return prepare(case.reference)
+    if isinstance(case.expected_rgb, tuple):
+        return np.broadcast_to(np.array(case.expected_rgb, np.uint8), (32, 32, 3))
+    return to_input(Image.fromarray(case.expected_rgb))
+
+
+def test_valid_files_give_the_promised_pixels(hostile_corpus):
+    """16-bit scaled not clipped, 32-bit and float scaled as documented, palettes looked up, CMYK and
+    YCbCr converted, transparency (alpha, palette index, colour key) on white, first frames, EXIF
+    orientation, content sniffed whatever the extension: each as the README says, pixel for pixel."""
+    _, cases = hostile_corpus
+    wrong, checked = [], 0
+    for c in cases:
+        if c.expected != "ok" or c.name.startswith("large-"):  # the 64 MP file: checked in the next test
+            continue
+        got = prepare(c.path).astype(float)
+        diff = float(np.abs(got - _expected_input(c, cases)).mean())
+        if diff > c.tolerance:
+            wrong.append(f"{c.name}: mean |diff| {diff:.2f} > {c.tolerance}")
+        checked += 1
+    assert not wrong, "\n".join(wrong)
+    assert checked >= 100
+
+
+def test_the_largest_allowed_image_is_classified(hostile_corpus):
+    root, _ = hostile_corpus
+    assert (prepare(root / "large-8000x8000.png") == np.array([10, 200, 30], np.uint8)).all()
+
+
+def test_pixel_check_would_catch_a_wrong_policy(hostile_corpus):
+    """The tolerances are far below what a plausible wrong policy changes: clipping 16-bit instead of
+    scaling, black instead of white under transparency, a wrong EXIF rotation."""
+    root, cases = hostile_corpus
+    by_name = {c.name: c for c in cases}
+    grey16 = np.asarray(Image.open(root / "mode-I16.png"), dtype=np.int64)
+    clipped = to_input(Image.fromarray(np.clip(grey16, 0, 255).astype(np.uint8)).convert("RGB")).astype(float)
+    assert np.abs(clipped - _expected_input(by_name["mode-I16.png"], cases)).mean() > 20
+    rgba = Image.open(root / "mode-RGBA.png")
+    on_black = Image.new("RGB", rgba.size, (0, 0, 0))
+    on_black.paste(rgba, mask=rgba.getchannel("A"))
+    assert np.abs(to_input(on_black).astype(float) - _expected_input(by_name["mode-RGBA.png"], cases)).mean() > 20
+    upright = prepare(root / "exif-reference.png").astype(float)
+    shown = np.asarray(Image.open(root / "exif-reference.png").convert("RGB"))
+    tolerance = max(c.tolerance for c in cases if c.name.startswith("exif-orientation-"))
+    for o in range(2, 9):
+        wrong = to_input(Image.fromarray(np.ascontiguousarray(EXIF_STORE[o](shown)))).astype(float)
+        assert float(np.abs(wrong - upright).mean()) > 5 * tolerance, o
+
+
+# ----------------------------------------------------------------------------------------------
+# Bit depths, exactly
+
+
+def _mode_image(mode: str, values) -> Image.Image:
+    arr = np.asarray(values)
+    if mode == "I;16":
+        return Image.frombytes("I;16", (arr.shape[1], arr.shape[0]), arr.astype("<u2").tobytes())
+    return Image.fromarray(arr.astype({"I": np.int32, "F": np.float32}[mode]), mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "want"),
+    [
+        ("I;16", [[0, 255, 256, 257 * 128, 65535]], [[0, 0, 1, 128, 255]]),  # scaled (>> 8), not clipped
+        ("I", [[0, 1, 128, 254, 255]], [[0, 1, 128, 254, 255]]),  # fits in 8 bits: as is
+        ("I", [[0, 256, 25600, 65535, 70000]], [[0, 1, 100, 255, 255]]),  # does not fit: as 16-bit
+        ("F", [[0.0, 0.5, 1.0, 0.25, 0.002]], [[0, 128, 255, 64, 1]]),  # [0, 1]: times 255, rounded
+        ("F", [[-5.0, 0.0, 50.0, 100.0, 25.0]], [[0, 0, 128, 255, 64]]),  # over its largest value
+        ("F", [[np.nan, np.inf, -np.inf, 2.0, 1.0]], [[0, 255, 0, 255, 128]]),  # NaN 0, +inf the top
+        ("F", [[0.0, 0.1, 0.5, 0.9, 0.0]], [[0, 26, 128, 230, 0]]),  # max < 1: still scaled by 255
+    ],
+)
+def test_high_bit_depths_follow_the_policy(mode, values, want):
+    out = np.asarray(to_rgb(_mode_image(mode, values)))
+    assert out.dtype == np.uint8 and out.shape == (1, 5, 3)
+    np.testing.assert_array_equal(out[..., 0], np.array(want, np.uint8))
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_tall_images_are_converted_block_by_block_without_seams(mode):
+    """More rows than one conversion block: every row gets the same scale as the first."""
+    rows = 2 * P._CHUNK_ROWS + 37
+    ramp = np.linspace(0, {"I;16": 65535, "I": 65535, "F": 1.0}[mode], rows)[:, None] * np.ones((1, 3))
+    if mode == "I":
+        ramp[0, 0] = 65535  # the block holding the maximum is not the one holding most rows
+    out = np.asarray(to_rgb(_mode_image(mode, ramp)))[..., 0].astype(int)
+    if mode == "F":
+        want = np.floor(ramp.astype(np.float32) * np.float32(255) + np.float32(0.5)).astype(int)
+    else:
+        want = ramp.astype(np.int64) >> 8
+    np.testing.assert_array_equal(out, want)
+
+
+# ----------------------------------------------------------------------------------------------
+# Limits at their exact boundaries
+
+
+def test_pixel_limit_is_inclusive(tmp_path):
+    """Declared 64,000,000 pixels may be decoded (these headers then fail as corrupt); one more row is
+    refused before decoding, as a bomb."""
+    idat = zlib.compress(b"\x00\x00\x00\x00")
+    at, over = tmp_path / "at.png", tmp_path / "over.png"
+    at.write_bytes(png_bytes(8000, 8000, idat))
+    over.write_bytes(png_bytes(8000, 8001, idat))
+    with pytest.raises(ImageError) as e:
+        prepare(at)
+    assert "MP limit" not in str(e.value) and "corrupt or truncated" in str(e.value)
+    with pytest.raises(ImageError, match="8000x8001 is over the 64 MP limit"):
+        prepare(over)
+    assert P.MAX_PIXELS == 8000 * 8000
+
+
+def test_file_size_limit_is_inclusive(tmp_path):
+    """A file of exactly MAX_FILE_BYTES is read; one byte more is refused unread (sparse files)."""
+    png = encode(Image.new("RGB", (8, 8), (5, 6, 7)), "PNG")
+    at, over = tmp_path / "at.png", tmp_path / "over.png"
+    for path, size in ((at, P.MAX_FILE_BYTES), (over, P.MAX_FILE_BYTES + 1)):
+        with open(path, "wb") as f:
+            f.write(png)
+            f.truncate(size)
+    assert (prepare(at) == np.array([5, 6, 7], np.uint8)).all()
+    with pytest.raises(ImageError, match=r"256 MB limit") as e:
+        prepare(over)
+    assert str(e.value).startswith(str(over))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+        (lambda p: p.mkdir(), "is a folder, not an image"),
+        (lambda p: os.symlink(p.parent / "nowhere.png", p), "a symbolic link to a missing file"),
+        (lambda p: os.symlink(p.name, p), "a loop of symbolic links"),
+        (lambda p: p.write_bytes(encode(Image.fromarray(scene()), "PNG")[:400]), "corrupt or truncated image"),
+        (lambda p: p.write_bytes(b"just text"), "not an image format Pillow can read"),
+        (lambda p: p.write_bytes(png_bytes(0, 4, zlib.compress(b"\x00"))), "x.png: "),
+    ],
+    ids=["empty", "folder", "dangling-link", "link-loop", "truncated", "text", "zero-width"],
+)
+def test_each_refusal_names_the_file_and_the_reason(tmp_path, make, message):
+    path = tmp_path / "x.png"
+    make(path)
+    with pytest.raises(ImageError) as e:
+        prepare(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+
+
+def test_no_pixels_and_bytes_paths(tmp_path):
+    with pytest.raises(ImageError, match=r"photo: image has no pixels \(0x3\)"):
+        to_rgb(Image.new("RGB", (0, 3)), source="photo")
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(good)
+    assert (prepare(os.fsencode(good)) == np.array([1, 2, 3], np.uint8)).all()  # a bytes path works too
+
+
+def test_unreadable_file_is_refused(tmp_path):
+    f = tmp_path / "locked.png"
+    Image.new("RGB", (8, 8)).save(f)
+    f.chmod(0)
+    try:
+        with open(f, "rb"):
+            readable = True
+    except PermissionError:
+        readable = False
+    if readable:
+        f.chmod(0o644)
+        pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 000 does not stop reads here")
+    with pytest.raises(ImageError, match="permission denied") as e:
+        prepare(f)
+    assert str(f) in str(e.value)
+    f.chmod(0o644)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Even with a signal alarm as a safety net, the loader must answer at once."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def _alarm(*_):
+        raise TimeoutError("prepare() blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(5)
+    try:
+        with pytest.raises(ImageError, match=r"is a named pipe \(FIFO\), not an image file; not read") as e:
+            prepare(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(e.value).startswith(str(fifo))
+
+
+def test_character_device_is_refused(tmp_path):
+    if not os.path.exists("/dev/null"):
+        pytest.skip("no /dev/null")
+    link = tmp_path / "dev.png"
+    os.symlink("/dev/null", link)
+    with pytest.raises(ImageError, match="is a character device, not an image file"):
+        prepare(link)
+
+
+# ----------------------------------------------------------------------------------------------
+# The resize: centre crop, then Lanczos; JPEGs decoded small first
+
+
+@pytest.mark.parametrize(("w", "h"), [(96, 64), (64, 96), (33, 32), (50, 50), (7, 300)])
+def test_fit_is_a_centre_crop_then_a_lanczos_resize(w, h):
+    img = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    want = img.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(np.asarray(fit(img)), np.asarray(want))
+    assert fit(img, 8).size == (8, 8)
+
+
+def test_big_jpeg_is_decoded_at_reduced_size_but_gives_the_same_picture(tmp_path):
+    big = Image.fromarray(np.kron(scene(40, 30), np.ones((50, 50, 1), np.uint8)))  # 2000x1500
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=95)
+    with Image.open(path) as img:
+        img.draft("RGB", (128, 128))
+        assert img.size[0] < 2000  # the decoder really can reduce this file
+    got = prepare(path).astype(float)
+    assert np.abs(got - to_input(big)).mean() < 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Properties (hypothesis)
+
+MODES = ("L", "LA", "P", "RGB", "RGBA", "I;16", "CMYK", "1", "F")
+BYTES_PER_PIXEL = {"L": 1, "LA": 2, "P": 1, "RGB": 3, "RGBA": 4, "I;16": 2, "CMYK": 4, "F": 4}
+PROPS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def random_image(mode: str, w: int, h: int, seed: int) -> Image.Image:
+    """Random bytes in any mode (for F that includes NaN, inf and huge values), random palettes."""
+    rng = np.random.default_rng(seed)
+    if mode == "1":
+        return Image.frombytes("1", (w, h), rng.bytes(((w + 7) // 8) * h))
+    img = Image.frombytes(mode, (w, h), rng.bytes(w * h * BYTES_PER_PIXEL[mode]))
+    if mode == "P":
+        img.putpalette(rng.bytes(768))
+        if seed % 2:
+            img.info["transparency"] = int(seed % 256)
+    return img
+
+
+sizes = st.integers(1, 600)
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), w=sizes, h=sizes, seed=st.integers(0, 2**32 - 1))
+def test_any_mode_and_size_gives_the_model_input(mode, w, h, seed):
+    img = random_image(mode, w, h, seed)
+    out = to_input(to_rgb(img, "random"))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(mode=st.sampled_from(("L", "LA", "P", "RGB", "RGBA", "I;16", "1")), w=st.integers(1, 200),
+       h=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))  # fmt: skip
+def test_any_mode_and_size_through_a_file(tmp_path_factory, mode, w, h, seed):
+    path = tmp_path_factory.mktemp("prop") / f"x-{mode.replace(';', '')}.png"
+    random_image(mode, w, h, seed).save(path)
+    out = prepare(path)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+@PROPS
+@given(w=sizes, h=sizes, colour=st.tuples(*[st.integers(0, 255)] * 3))
+def test_constant_colour_survives_resizing(w, h, colour):
+    img = Image.new("RGB", (w, h), colour)
+    out = to_input(to_rgb(img))
+    assert (out == np.array(colour, np.uint8)).all(), np.unique(out.reshape(-1, 3), axis=0)
+
+
+@PROPS
+@given(w=sizes, h=sizes, seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(("RGBA", "LA", "P")))
+def test_fully_transparent_becomes_background(w, h, seed, mode):
+    rng = np.random.default_rng(seed)
+    if mode == "P":
+        img = Image.new("P", (w, h), 7)
+        img.putpalette(rng.bytes(768))
+        img.info["transparency"] = 7
+    else:
+        bands = 4 if mode == "RGBA" else 2
+        arr = rng.integers(0, 256, (h, w, bands), dtype=np.uint8)
+        arr[..., -1] = 0
+        img = Image.fromarray(arr, mode)
+    out = to_input(to_rgb(img))
+    assert (out == np.array(BACKGROUND, np.uint8)).all()
+
+
+@PROPS
+@given(side=st.integers(1, 300), extra=st.integers(1, 300), seed=st.integers(0, 2**32 - 1), tall=st.booleans())
+def test_centre_crop_ignores_the_margins(side, extra, seed, tall):
+    """Everything outside the centre square can change without changing the model input."""
+    rng = np.random.default_rng(seed)
+    w, h = side + extra, side
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    left = extra // 2
+    b[:, left : left + side] = a[:, left : left + side]
+    if tall:
+        a, b = a.transpose(1, 0, 2), b.transpose(1, 0, 2)
+    out_a, out_b = np.asarray(fit(Image.fromarray(a))), np.asarray(fit(Image.fromarray(b)))
+    np.testing.assert_array_equal(out_a, out_b)
+
+
+def test_the_loader_is_safe_on_threads(hostile_corpus):
+    """prepare() touches no global state: the same files on 4 threads give the same arrays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, cases = hostile_corpus
+    files = [c.path for c in cases if c.expected == "ok" and c.family in ("modes", "exif")][:24]
+    once = [prepare(f) for f in files]
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(prepare, files))
+    assert len(files) == 24
+    for a, b in zip(once, again):
+        np.testing.assert_array_equal(a, b)
