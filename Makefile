@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: app test dev lint xvfb clean
+.PHONY: app test dev lint xvfb clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ dev: $(VENV)/.dev
 test: $(VENV)/.dev xvfb
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# Mutation testing (mutmut) of the torch-free core and the exporter's numpy parts; slow, not in CI.
+# mutmut names modules by file path, so the package is assembled as installed (cifar10kit/...) in
+# build/mutation, with the tests; the score and the surviving mutants are printed at the end.
+# Only the fast, in-process test files run against each mutant (see [tool.mutmut] in pyproject.toml).
+MUTATION := build/mutation
+mutation: $(VENV)/.dev
+	rm -rf $(MUTATION) && mkdir -p $(MUTATION)/cifar10kit
+	cp -r cli/. $(MUTATION)/cifar10kit/
+	for d in runtime export train gui; do cp -r $$d $(MUTATION)/cifar10kit/$$d; done
+	cp -r tests pyproject.toml $(MUTATION)/
+	cd $(MUTATION) && PYTHONPATH=$$PWD/mutants nice -n 15 $(CURDIR)/$(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
+	cd $(MUTATION) && $(CURDIR)/$(BIN)/mutmut results | grep -v ": killed" || true
+	cd $(MUTATION) && $(CURDIR)/$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
