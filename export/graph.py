@@ -1,0 +1,83 @@
+"""The deployable graph: uint8 NHWC pixels in, probabilities and class maps out, and its ONNX export.
+
+`Deployable` wraps the trained net so that everything a client could get wrong (layout, scaling,
+normalisation, test-time augmentation, the softmax temperature) happens inside the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..runtime import contract as C
+from ..train.model import AirNet, tta_views
+
+
+class Deployable(nn.Module):
+    """The net behind the contract. tta: 'none'; 'flip' (2 views: the image and its mirror);
+    'translate' (6 views: those two, each also shifted one pixel up-left and down-right, weighted
+    1/2 unshifted, 1/4 per shift, as in training's final evaluation). Class maps come from the
+    unshifted views only (a shifted 3x3 map would be misaligned)."""
+
+    def __init__(self, net: AirNet, mean: Sequence[float], std: Sequence[float], tta: str = "none"):
+        super().__init__()
+        if tta not in ("none", "flip", "translate"):
+            raise ValueError(f"--tta {tta!r}: use none, flip or translate")
+        self.net, self.tta = net, tta
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # Softmax temperature, fitted at export (export/calibrate.py); 1 leaves the net's own confidences.
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, cam = self.scores(pixels)
+        return self.probabilities(logits), cam
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.softmax(logits / self.temperature, dim=1)
+
+    def scores(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TTA-weighted logits (before the temperature) and class maps."""
+        x = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+        views, weights = tta_views(x, self.tta)
+        # All views go through the net as one batch: one pass over the weights (faster at batch 1,
+        # and a quantised graph holds each weight once instead of once per view).
+        n = x.shape[0]
+        feats = self.net.features(torch.cat(views) if len(views) > 1 else x)
+        per_view = self.net.classify(feats).unflatten(0, (len(views), n))
+        logits = torch.einsum("vnk,v->nk", per_view, per_view.new_tensor(weights))
+        cam = self.net.class_maps(feats[:n])
+        if len(views) > 1:
+            cam = 0.5 * (cam + self.net.class_maps(feats[n : 2 * n]).flip(-1))
+        return logits, cam
+
+
+def export_onnx(module: nn.Module, path: Path) -> onnx.ModelProto:
+    """torch.onnx's dynamo exporter at the contract's opset, batch dimension dynamic; returns the model."""
+    example = torch.zeros(2, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=[C.INPUT_NAME],
+        output_names=[C.OUTPUT_PROBS, C.OUTPUT_CAM],
+        dynamic_shapes={"pixels": {0: batch}},
+        opset_version=C.OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    return onnx.load(str(path))
+
+
+def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    """Replace the file's metadata_props with `meta` (all values strings, as the contract says)."""
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
