@@ -69,16 +69,16 @@ def _two_process_worker(rank: int, port: int, out: str) -> None:
     x, y = _global_batch()
     # Process 1 initialises its whitening from other images: the broadcast must overwrite it.
     model, sgd, muon = _fresh_model(x[:32] if rank == 0 else x[32:])
-    distributed.broadcast_state(model)
-    same_after_broadcast = distributed.replicas_identical(model, device)
+    distributed.broadcast_state(d, model)
+    same_after_broadcast = distributed.replicas_identical(d, model, device)
     net = distributed.wrap(model, d, device)
     model.train()
     grads = _step(net, model, sgd, muon, x[rank::2], y[rank::2], d.world)
-    same_after_step = distributed.replicas_identical(model, device)
+    same_after_step = distributed.replicas_identical(d, model, device)
     with torch.no_grad():
         if rank == 1:
             model.head.weight[0, 0] += 1e-6
-    noticed = not distributed.replicas_identical(model, device)
+    noticed = not distributed.replicas_identical(d, model, device)
     if rank == 0:
         torch.save(dict(grads=grads, state=model.state_dict(), same=[same_after_broadcast, same_after_step],
                         noticed=noticed), out)  # fmt: skip

@@ -1,7 +1,5 @@
-"""`python -m cifar10kit.train ARGS`: `cifar10 train ARGS`, the entry point torchrun starts in each process:
-
-    torchrun --nproc-per-node 4 -m cifar10kit.train --preset best --data-dir DATA
-"""
+"""`python -m cifar10kit.train ARGS` is `cifar10 train ARGS`: the entry point torchrun starts in each process,
+as in `torchrun --nproc-per-node 4 -m cifar10kit.train --preset best --data-dir DATA`."""
 
 import sys
 

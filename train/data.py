@@ -45,6 +45,12 @@ def normalise(images: np.ndarray, mean, std, device) -> torch.Tensor:
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
+def fetch_data(cfg: Config) -> None:
+    """`--download`: fetch CIFAR-10 if missing. Once per run (process 0), before anyone reads it."""
+    if cfg.download and not cfg.folder:
+        download_cifar10(cfg.data_dir)
+
+
 def load_data(cfg: Config, device: torch.device) -> Data:
     if cfg.folder:
         from .folder import load_folder_split
@@ -54,8 +60,6 @@ def load_data(cfg: Config, device: torch.device) -> Data:
         std = tuple(float(v) for v in tr_x.reshape(-1, 3).std(0) + 1e-3)
         source = f"folder:{Path(cfg.folder).name}"
     else:
-        if cfg.download:
-            download_cifar10(cfg.data_dir)
         tr_x, tr_y, names = load_cifar10(cfg.data_dir, "train")
         te_x, te_y, _ = load_cifar10(cfg.data_dir, "test")
         mean, std, source = CIFAR10_MEAN, CIFAR10_STD, "CIFAR-10"

@@ -40,7 +40,6 @@ from .config import pick_device
 class Dist:
     rank: int = 0
     world: int = 1
-    local_world: int = 1
     backend: str = ""  # "" when not launched by torchrun: no process group at all
 
     @property
@@ -49,7 +48,7 @@ class Dist:
 
 
 def launched_by_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
 def _cores() -> int:
@@ -66,7 +65,7 @@ def setup(device_name: str, threads: int) -> tuple[Dist, torch.device]:
         if device.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
         return Dist(), device
-    env = {k: int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    env = {k: int(os.environ.get(k, 1)) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
         if env["LOCAL_RANK"] >= gpus:
@@ -81,7 +80,7 @@ def setup(device_name: str, threads: int) -> tuple[Dist, torch.device]:
     # Generous timeout: process 0 evaluates and writes the checkpoint while the others wait.
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
     _exit_with_launcher()
-    return Dist(env["RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], backend), device
+    return Dist(env["RANK"], env["WORLD_SIZE"], backend), device
 
 
 def _exit_with_launcher() -> None:
@@ -182,14 +181,25 @@ def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     if d.world > 1:
         use_global_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # Buffers (BatchNorm's running statistics) stay identical by themselves: no broadcast every step.
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 @torch.no_grad()
-def broadcast_state(model: nn.Module) -> None:
+def broadcast_state(d: Dist, model: nn.Module) -> None:
     """Process 0's weights and buffers (whitening filters from its first images included) everywhere."""
-    for tensor in model.state_dict().values():
-        dist.broadcast(tensor, src=0)
+    if d.world > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def broadcast_object(d: Dist, obj: Any, device: torch.device) -> Any:
+    """Process 0's `obj` (a checkpoint it read, say) in every process; only process 0's is used."""
+    if d.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=device)
+    return box[0]
 
 
 def fingerprint(model: nn.Module) -> int:
@@ -201,23 +211,25 @@ def fingerprint(model: nn.Module) -> int:
     return int.from_bytes(h.digest(), "little") >> 1
 
 
-def replicas_identical(model: nn.Module, device: torch.device) -> bool:
+def replicas_identical(d: Dist, model: nn.Module, device: torch.device) -> bool:
     """Whether every process holds bit-identical weights and buffers (collective: all must call)."""
+    if d.world == 1:
+        return True
     mine = torch.tensor([fingerprint(model)], dtype=torch.int64, device=device)
-    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    everyone = [torch.empty_like(mine) for _ in range(d.world)]
     dist.all_gather(everyone, mine)
     return all(bool((t == mine).all()) for t in everyone)
 
 
-def all_sum(values: list[float], device: torch.device) -> list[float]:
+def all_sum(d: Dist, values: list[float], device: torch.device) -> list[float]:
     """Element-wise sums over the processes (epoch totals: loss, correct, seen)."""
+    if d.world == 1:
+        return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def broadcast_object(obj: Any, device: torch.device) -> Any:
-    """Process 0's `obj` (a checkpoint it read, say) in every process; only process 0's is used."""
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, device=device)
-    return box[0]
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
 from .config import PRESETS, Config, describe_device, make_config
-from .data import Data, RobustImages, epoch_batches, load_data, steps_per_epoch
+from .data import Data, RobustImages, epoch_batches, fetch_data, load_data, steps_per_epoch
 from .model import AirNet, tta_logits
 from .optim import Muon
 
@@ -94,29 +94,32 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def train(cfg: Config, resume: str | None = None) -> Path | None:
-    """Train (or resume) a run; returns the run directory holding model.pt, metrics and plots."""
-    dist, device = distributed.setup(cfg.device, cfg.threads)
+    """Train (or resume) a run; returns the run directory holding model.pt, metrics and plots
+    (None in the processes other than process 0 of a distributed run)."""
+    procs, device = distributed.setup(cfg.device, cfg.threads)
     ckpt = None
     if resume:
         run_dir = Path(resume)
-        ckpt = load_training_state(run_dir / "last.pt") if dist.main else None
-        if dist.world > 1:
-            ckpt = distributed.broadcast_object(ckpt, device)
+        ckpt = distributed.broadcast_object(procs, load_training_state(run_dir / "last.pt") if procs.main else None,
+                                            device)  # fmt: skip
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
         # The run's own config decides what is trained; only where it runs may change.
         cfg = Config(**{**saved, "device": cfg.device, "threads": cfg.threads})
     else:
         run_dir = Path(cfg.out) / (cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=False)
-    if cfg.batch_size < dist.world:
-        raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {dist.world} processes sharing it")
+    if cfg.batch_size < procs.world:
+        raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {procs.world} processes sharing it")
+    if ckpt is None and procs.main:
+        run_dir.mkdir(parents=True, exist_ok=False)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg.seed)
 
+    if procs.main:
+        fetch_data(cfg)
+    distributed.barrier(procs)
     data = load_data(cfg, device)
     model = build_model(cfg, len(data.class_names), device)
     sgd, muon = build_optimisers(model, cfg)
@@ -124,7 +127,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     start_epoch, train_seconds = 0, 0.0
     if ckpt is None:
         model.init_whitening(data.train_x[:5000])
-        if dist.main:
+        if procs.main:
             (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     else:
         model.load_state_dict(ckpt["model"])
@@ -132,25 +135,24 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         muon.load_state_dict(ckpt["muon"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_seconds = history[-1]["train_seconds"] if history else 0.0
-        log(dist, f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
-    if dist.world > 1:
-        distributed.broadcast_state(model)
-    net = distributed.wrap(model, dist, device)
+        log(procs, f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+    distributed.broadcast_state(procs, model)
+    net = distributed.wrap(model, procs, device)
     step_fn = torch.compile(net) if cfg.compile else net
 
     per_epoch = steps_per_epoch(data, cfg)
     total_steps = cfg.epochs * per_epoch
     whiten_steps = max(cfg.whiten_bias_epochs * per_epoch, 1)
     log(
-        dist,
+        procs,
         f"training {model.arch} on {data.source} ({len(data.train_x)} images, "
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else ""),
     )
-    if dist.world > 1:
-        log(dist, f"distributed: {dist.world} processes ({dist.backend}), each batch of {cfg.batch_size} "
-                  "shared among them; BatchNorm statistics over the whole batch")  # fmt: skip
+    if procs.world > 1:
+        log(procs, f"distributed: {procs.world} processes ({procs.backend}), each batch of {cfg.batch_size} "
+                   "shared among them; BatchNorm statistics over the whole batch")  # fmt: skip
     # Ctrl-C or kill may land anywhere: last.pt is replaced atomically at the end of each epoch,
     # so `--resume` always finds the last completed epoch.
     robust = RobustImages(data, cfg) if data.train_u8 is not None else None
@@ -159,14 +161,14 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         t0 = time.perf_counter()
         loss_sum = correct = seen = 0.0
         bar = tqdm(
-            epoch_batches(data, cfg, epoch, robust(epoch) if robust else None, dist.rank, dist.world),
+            epoch_batches(data, cfg, epoch, robust(epoch) if robust else None, procs.rank, procs.world),
             total=per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
             leave=False,
             file=sys.stdout,
             dynamic_ncols=True,
-            disable=not dist.main,
+            disable=not procs.main,
         )
         for i, (x, y) in enumerate(bar):
             step = epoch * per_epoch + i
@@ -174,10 +176,10 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
             with autocast(device, cfg.amp):
                 # DDP wants every parameter in every step's graph: the frozen whitening bias stays
                 # in it, and its gradient is dropped below instead.
-                logits = step_fn(x, whiten_bias=learn_whitening or bool(dist.backend))
+                logits = step_fn(x, whiten_bias=learn_whitening or bool(procs.backend))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
             # DDP averages gradients over processes; the recipe's gradient is the batch's sum.
-            (loss * dist.world).backward()
+            (loss * procs.world).backward()
             if not learn_whitening:
                 model.whiten.bias.grad = None  # SGD then leaves it alone, as in one process
             set_lr(sgd, muon, step, total_steps, whiten_steps)
@@ -187,16 +189,15 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
             loss_sum += loss.item()
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            rate = seen / (time.perf_counter() - t0)
+            rate = seen * procs.world / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
         bar.close()
-        if dist.world > 1:
-            loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
-            if not distributed.replicas_identical(model, device):
-                raise RuntimeError(
-                    f"after epoch {epoch + 1} the processes' weights differ; they must stay identical "
-                    "(a nondeterministic kernel?); resume from the last checkpoint"
-                )
+        loss_sum, correct, seen = distributed.all_sum(procs, [loss_sum, correct, seen], device)
+        if not distributed.replicas_identical(procs, model, device):
+            raise RuntimeError(
+                f"after epoch {epoch + 1} the processes' weights differ; they must stay identical "
+                "(a nondeterministic kernel?); resume from the last checkpoint"
+            )
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         row: dict[str, Any] = dict(
@@ -209,16 +210,15 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
             images_per_s=round(seen / epoch_seconds, 1),
         )
         history.append(row)
-        if dist.main:
+        if procs.main:
             end_of_epoch(run_dir, model, data, cfg, history, sgd, muon)
-        if dist.world > 1:
-            torch.distributed.barrier()  # the others wait while process 0 evaluates and writes
+        distributed.barrier(procs)  # the others wait while process 0 evaluates and writes
     if robust:
         robust.close()
-    if dist.world > 1:
-        log(dist, f"weights bit-identical in all {dist.world} processes after every epoch")
-    distributed.teardown(dist)
-    return finish(run_dir, model, data, cfg, history) if dist.main else None
+    if procs.world > 1:
+        log(procs, f"weights bit-identical in all {procs.world} processes after every epoch")
+    distributed.teardown(procs)
+    return finish(run_dir, model, data, cfg, history) if procs.main else None
 
 
 def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:
@@ -239,8 +239,8 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
     )
 
 
-def log(dist: distributed.Dist, message: str) -> None:
-    if dist.main:
+def log(procs: distributed.Dist, message: str) -> None:
+    if procs.main:
         print(message, flush=True)
 
 
