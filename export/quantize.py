@@ -40,7 +40,29 @@ def make_fp16(src: Path, dst: Path) -> None:
     # does not allow. It is one small op at the end; the convolutions are where half precision pays.
     blocked = [*DEFAULT_OP_BLOCK_LIST, "Softmax"]
     half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=blocked)
-    onnx.save(_softmax_straight_out(half), str(dst))
+    onnx.save(_topologically_sorted(_softmax_straight_out(half)), str(dst))
+
+
+def _topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter appends the casts it adds at the end of the node list. ONNX requires every node
+    to come after the nodes that produce its inputs; onnxruntime and OpenVINO sort for themselves,
+    the reference evaluator (and other strict runtimes) run the list as written."""
+    g = model.graph
+    known = {""} | {v.name for v in g.input} | {t.name for t in g.initializer}
+    pending, ordered = [onnx.NodeProto() for _ in g.node], []
+    for copy, node in zip(pending, g.node):
+        copy.CopyFrom(node)
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise ValueError("fp16 graph has a node whose inputs are never produced")
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del g.node[:]
+    g.node.extend(ordered)
+    return model
 
 
 def _softmax_straight_out(model: onnx.ModelProto) -> onnx.ModelProto:
