@@ -109,20 +109,23 @@ def test_input_failures_exit_1(pictures, tmp_path):
 
 @needs_torch
 def test_train_and_export_errors_are_one_line(tmp_path):
+    def cli_slow(*args: str):  # importing torch can take minutes on a loaded machine
+        return cli(*args, timeout=1200)
+
     out = ["--out", str(tmp_path / "runs")]
-    line = _one_line_error(cli("train", "--preset", "smoke", "--data-dir", str(tmp_path / "missing"), *out), 2)
+    line = _one_line_error(cli_slow("train", "--preset", "smoke", "--data-dir", str(tmp_path / "missing"), *out), 2)
     assert "missing" in line and "cifar10 download" in line
     (tmp_path / "classless").mkdir()
     (tmp_path / "classless" / "loose.png").write_bytes(b"")
-    line = _one_line_error(cli("train", "--preset", "smoke", "--folder", str(tmp_path / "classless"), *out), 2)
+    line = _one_line_error(cli_slow("train", "--preset", "smoke", "--folder", str(tmp_path / "classless"), *out), 2)
     assert "classless" in line and "class" in line
     run = tmp_path / "runs" / "broken"
     run.mkdir(parents=True)
     (run / "last.pt").write_bytes(b"PK\x03\x04 definitely not a checkpoint")
     (run / "config.json").write_text(json.dumps({"preset": "smoke"}))
-    line = _one_line_error(cli("train", "--resume", str(run), "--data-dir", str(tmp_path)), 1)
+    line = _one_line_error(cli_slow("train", "--resume", str(run), "--data-dir", str(tmp_path)), 1)
     assert "last.pt" in line
-    line = _one_line_error(cli("export", str(run / "last.pt"), "-o", str(tmp_path / "m.onnx")), 1)
+    line = _one_line_error(cli_slow("export", str(run / "last.pt"), "-o", str(tmp_path / "m.onnx")), 1)
     assert "last.pt" in line and not (tmp_path / "m.onnx").exists()
 
 
