@@ -36,16 +36,16 @@ MODEL_NAME = "cifar10"
 
 
 def in_process(model: Classifier, images: np.ndarray, batch: int, seconds: float) -> dict:
-    lat, n, t0 = [], 0, time.perf_counter()
     model.run(images[:batch])
+    lat, n, t0, cpu0 = [], 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or len(lat) < 5:
         start = (n * batch) % (len(images) - batch + 1)
         t = time.perf_counter()
         model.run(images[start : start + batch])
         lat.append(time.perf_counter() - t)
         n += 1
-    elapsed = time.perf_counter() - t0
-    return {"images_per_s": n * batch / elapsed, **percentiles(lat)}
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"images_per_s": n * batch / elapsed, "cpu_ms_per_image": cpu * 1e3 / (n * batch), **percentiles(lat)}
 
 
 def med(values: list[float]) -> float:
@@ -66,7 +66,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str | None, http: int, grpc: int, timeout: float = 120) -> subprocess.Popen:
+def start_server(model: str | None, http: int, grpc: int, timeout: float = 300) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("cifar10")
     cmd = [str(exe), "serve", "--provider", "cpu", "--port", str(http), "--grpc-port", str(grpc)]
     cmd += ["--model", model] if model else []
@@ -89,13 +89,34 @@ def start_server(model: str | None, http: int, grpc: int, timeout: float = 120) 
     raise SystemExit(f"cifar10 serve was not ready after {timeout:.0f} s")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process `root` and all its descendants, from /proc."""
+    parent, times = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(fields[1])
+        times[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, pp in parent.items() if pp in tree and pid not in tree}
+        tree |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def batch_stats(client) -> dict[int, int]:
     """Executions per batch size formed by the dynamic batcher, from Triton's statistics."""
     stats = client.get_inference_statistics(MODEL_NAME, as_json=True)["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])}
 
 
-def through_server(grpc: int, images: np.ndarray, batch: int, clients: int, seconds: float) -> dict:
+def through_server(grpc: int, images: np.ndarray, batch: int, clients: int, seconds: float, pid: int) -> dict:
     import tritonclient.grpc as grpcclient
 
     stats_client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
@@ -121,13 +142,14 @@ def through_server(grpc: int, images: np.ndarray, batch: int, clients: int, seco
         finally:
             client.close()
 
-    t0 = time.perf_counter()
+    t0, cpu0, client0 = time.perf_counter(), tree_cpu_seconds(pid), time.process_time()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    server_cpu, client_cpu = tree_cpu_seconds(pid) - cpu0, time.process_time() - client0
     after = batch_stats(stats_client)
     stats_client.close()
     if errors:
@@ -139,6 +161,8 @@ def through_server(grpc: int, images: np.ndarray, batch: int, clients: int, seco
         "images_per_s": len(flat) * batch / elapsed,
         **percentiles(flat),
         "requests": len(flat),
+        "cpu_ms_per_image": server_cpu * 1e3 / max(len(flat) * batch, 1),
+        "client_cpu_ms_per_image": client_cpu * 1e3 / max(len(flat) * batch, 1),
         "mean_batch": sum(b * c for b, c in formed.items()) / max(executions, 1),
         "top_batches": sorted(formed.items(), key=lambda kv: -kv[1])[:3],
     }
@@ -177,7 +201,7 @@ def main() -> int:
         for r in range(a.rounds):
             for b, c in plan:
                 local = in_process(model, images, b, a.seconds / 2)
-                served = through_server(grpc, images, b, c, a.seconds)
+                served = through_server(grpc, images, b, c, a.seconds, proc.pid)
                 local256 = in_process(model, images, 256, a.seconds / 2)
                 runs[(b, c)].append({"server": served, "in_process": local, "in_process_256": local256})
                 print(f"round {r + 1}: batch {b} x {c} clients: {served['images_per_s']:.0f} images/s served, "
@@ -192,19 +216,22 @@ def main() -> int:
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
 
     head = "| request batch | clients | server images/s | p50 ms | p99 ms | batches formed: mean (most common) "
-    head += "| in-process images/s (same batch) | p50 ms | ratio | in-process batch 256 | ratio to it |"
-    print(head + "\n|" + "---|" * 11)
+    head += "| in-process images/s (same batch) | p50 ms | ratio | in-process batch 256 | ratio to it "
+    head += "| CPU ms/image: server (client) / in-process |"
+    print(head + "\n|" + "---|" * 12)
     rows = []
     for (b, c), rs in runs.items():
-        s = {k: med([r["server"][k] for r in rs]) for k in ("images_per_s", "p50_ms", "p99_ms", "mean_batch")}
-        ref = {k: med([r["in_process"][k] for r in rs]) for k in ("images_per_s", "p50_ms")}
+        keys = ("images_per_s", "p50_ms", "p99_ms", "mean_batch", "cpu_ms_per_image", "client_cpu_ms_per_image")
+        s = {k: med([r["server"][k] for r in rs]) for k in keys}
+        ref = {k: med([r["in_process"][k] for r in rs]) for k in ("images_per_s", "p50_ms", "cpu_ms_per_image")}
         ref256 = med([r["in_process_256"]["images_per_s"] for r in rs])
         ratio = med([r["server"]["images_per_s"] / r["in_process"]["images_per_s"] for r in rs])
         ratio256 = med([r["server"]["images_per_s"] / r["in_process_256"]["images_per_s"] for r in rs])
         top = ", ".join(f"{size} ({n}x)" for size, n in rs[-1]["server"]["top_batches"])
         print(f"| {b} | {c} | {s['images_per_s']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
               f"{s['mean_batch']:.1f} ({top}) | {ref['images_per_s']:.0f} | {ref['p50_ms']:.1f} | {ratio:.2f} | "
-              f"{ref256:.0f} | {ratio256:.2f} |")  # fmt: skip
+              f"{ref256:.0f} | {ratio256:.2f} | {s['cpu_ms_per_image']:.2f} ({s['client_cpu_ms_per_image']:.2f}) / "
+              f"{ref['cpu_ms_per_image']:.2f} |")  # fmt: skip
         rows.append({"batch": b, "clients": c, "runs": rs, "ratio": ratio, "ratio_256": ratio256})
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))

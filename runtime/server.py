@@ -47,6 +47,7 @@ QUEUE_DELAY_US = 1000
 # Endpoints that need PyTriton's access token: everything that changes the server. Statistics stay
 # readable, so a benchmark can report the batch sizes the batcher achieved.
 PROTECTED_ENDPOINTS = ["shared-memory", "model-repository", "trace", "logging"]
+LOAD_TIMEOUT_S = 300.0  # loading the model (see start)
 
 SERVE_EXTRA_HINT = (
     "cifar10 serve: needs the serve extra (NVIDIA PyTriton, Linux x86-64). "
@@ -128,8 +129,8 @@ def check_stub_links(env: dict[str, str]) -> None:
     if Path(found.group(1)).resolve() != want.resolve():
         raise ServeError(
             f"cifar10 serve: the Triton backend stub would load {found.group(1)}, not this interpreter's {want} "
-            f"(Python {platform.python_version()}); a library path set in the system configuration wins over "
-            "LD_LIBRARY_PATH here: run the server with the interpreter that library belongs to"
+            f"(Python {platform.python_version()}), and a model fails to start on a mismatched libpython; run "
+            "cifar10 serve with the Python that library belongs to"
         )
 
 
@@ -241,8 +242,13 @@ def start(
     preflight(host, http_port, grpc_port)
     logging.getLogger("pytriton").setLevel(logging.CRITICAL)  # failures are reported by us, in one line
 
+    import pytriton.client.client as pytriton_client
     from pytriton.model_config import DynamicBatcher, ModelConfig
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    # PyTriton loads the model with a request that may take this long (its default: 60 s). The backend
+    # starts a Python process for the model, which can take minutes on a machine busy with other work.
+    pytriton_client.DEFAULT_INFERENCE_TIMEOUT_S = max(LOAD_TIMEOUT_S, pytriton_client.DEFAULT_INFERENCE_TIMEOUT_S)
 
     # Triton's own log (tables, CUDA probes on machines without a GPU) goes to a file, not the console.
     log_file = Path(tempfile.gettempdir()) / f"cifar10-triton-{os.getpid()}.log"

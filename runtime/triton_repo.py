@@ -62,6 +62,7 @@ def config_text(model: Classifier, name: str = MODEL_NAME, kind: str = "gpu") ->
     outputs_text = ",\n".join(outputs)
     accuracy = f"{info.test_accuracy:.4f}" if info.test_accuracy is not None else "not recorded"
     other = "cpu" if kind == "gpu" else "gpu"
+    switch = "Without a GPU, use `kind: KIND_CPU` above" if kind == "gpu" else "With a GPU, use `kind: KIND_GPU` above"
     return f"""\
 # Triton Inference Server model configuration for {model.path.name}
 # ({info.architecture}, {info.dataset}, test accuracy {accuracy}), written by `cifar10 triton-repo`.
@@ -92,8 +93,7 @@ instance_group [
     kind: KIND_{kind.upper()}
   }}
 ]
-# On a machine without a GPU, use `kind: KIND_CPU` above (`cifar10 triton-repo MODEL DIR --kind {other}`
-# writes the {other.upper()} variant); two CPU instances (`count: 2`) overlap request handling with compute.
+# {switch} (`cifar10 triton-repo MODEL DIR --kind {other}` writes that variant).
 """
 
 
