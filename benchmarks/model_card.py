@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from cifar10kit.runtime.bench import machine, time_model  # noqa: E402
 from cifar10kit.runtime.dataset import load_cifar10  # noqa: E402
 from cifar10kit.runtime.evaluate import expected_calibration_error, report  # noqa: E402
-from cifar10kit.runtime.plots import plot_confusion  # noqa: E402
+from cifar10kit.runtime.plots import plot_confusion, plot_robustness  # noqa: E402
+from cifar10kit.runtime.robustness import RobustnessReport  # noqa: E402
 from cifar10kit.runtime.session import Classifier  # noqa: E402
 
 
@@ -58,6 +59,55 @@ def reliability_plot(probs: np.ndarray, labels: np.ndarray, path: Path, ece: flo
     plt.close(fig)
 
 
+def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) -> list[str]:
+    """The corruption table (this model beside the previous default) and its plot, from the JSON that
+    `cifar10 robustness --json` printed for each."""
+    new, *old = [RobustnessReport.from_json(json.loads(Path(p).read_text())["reports"][0]) for p in paths]
+    plot_robustness([new, *old], out / "robustness.png")
+    base = old[0] if old else None
+    lines = [
+        "## Robustness: common corruptions",
+        "",
+        f"`cifar10 robustness` on the first {new.n:,} test images (seed {new.seed}): every family at five "
+        "severities, generated with numpy and Pillow (`runtime/corruptions.py`)"
+        + (f", beside the previous default (`{Path(base.model).name}`) on the same pictures." if base else "."),
+        "",
+    ]
+    if jpeg_folder:
+        lines += [
+            f"The test set saved as JPEG files at quality 75 and read back through `cifar10 evaluate --folder`: "
+            f"**{jpeg_folder[0]:.4f}**"
+            + (f" (previous default {jpeg_folder[1]:.4f})." if len(jpeg_folder) > 1 else "."),
+            "",
+        ]
+    head = "| corruption | severity | strength | accuracy | ECE |" + (" previous | gain (points) |" if base else "")
+    lines += [head, "|---" * (7 if base else 5) + "|"]
+    def row(name, sev, strength, acc, ece, b_acc=None):
+        text = f"| {name} | {sev} | {strength} | {acc:.4f} | {ece:.4f} |"
+        return text + (f" {b_acc:.4f} | {100 * (acc - b_acc):+.2f} |" if b_acc is not None else "")
+    lines.append(row("clean", "-", "-", new.clean_accuracy, new.clean_ece, base.clean_accuracy if base else None))
+    for c in new.cells:
+        b = base.cell(c.family, c.severity).accuracy if base else None
+        lines.append(row(c.family.replace("_", " "), c.severity, f"{c.strength:g}", c.accuracy, c.ece, b))
+    lines += [
+        "",
+        f"Mean corruption accuracy **{new.mean_corruption_accuracy:.4f}**"
+        + (f" (previous default {base.mean_corruption_accuracy:.4f})" if base else "")
+        + f"; worst cell ECE {max(c.ece for c in new.cells):.4f}.",
+    ]
+    if base:
+        worse = [c for c in new.cells if c.accuracy <= base.cell(c.family, c.severity).accuracy]
+        lines.append(
+            "Better than the previous default in every cell."
+            if not worse
+            else "Not better than the previous default in: "
+            + ", ".join(f"{c.family} {c.severity}" for c in worse)
+            + "."
+        )
+    lines += ["", "![accuracy under corruptions](robustness.png)", ""]
+    return lines
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=None)
@@ -68,6 +118,11 @@ def main() -> int:
     p.add_argument("--export-command", default="")
     p.add_argument("--hardware", default="")
     p.add_argument("--out", default="docs")
+    p.add_argument("--robustness", nargs="+", default=[], metavar="JSON",
+                   help="`cifar10 robustness --json` outputs: this model's, then the previous default's")
+    p.add_argument("--jpeg-folder", nargs="+", type=float, default=[], metavar="ACC",
+                   help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, previous")
+    p.add_argument("--notes", help="a markdown file appended as 'Choices and caveats'")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +175,8 @@ def main() -> int:
         "## Accuracy (CIFAR-10 test set, 10,000 images, measured through onnxruntime on this file)",
         "",
         f"**{rep.accuracy:.4f}** top-1"
-        + (f" (in training: {summary['test_acc']:.4f} with 6-view TTA, {summary['test_acc_no_tta']:.4f} without)"
+        + (f" (in training: {summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} "
+           "without)"
            if summary else "") + ".",
         "",
         "| class | accuracy |",
@@ -140,6 +196,7 @@ def main() -> int:
         f"flagged images {correct[flagged].mean() if flagged.any() else float('nan'):.3f}, on the rest "
         f"{correct[~flagged].mean():.3f}.",
         "",
+        *(robustness_section(a.robustness, a.jpeg_folder, out) if a.robustness else []),
         "## Speed (onnxruntime, CPU provider)",
         "",
         f"{machine()}: batch-1 latency p50 {timing['batch1_p50_ms']:.2f} ms (p99 {timing['batch1_p99_ms']:.2f} ms), "
@@ -159,6 +216,8 @@ def main() -> int:
         "photos will be lower than the figure above.",
         "",
     ]
+    if a.notes:
+        lines += ["## Choices and caveats", "", Path(a.notes).read_text().strip(), ""]
     (out / "MODEL_CARD.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -242,3 +242,45 @@ def cmd_download(args: argparse.Namespace) -> int:
     close()
     print(folder)
     return EXIT_OK
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from .runtime.dataset import DatasetError, load_cifar10
+    from .runtime.robustness import CellProgress, measure, table
+
+    models = {str(args.model or "default"): open_model(args)}
+    for other in args.compare or []:
+        args.model = other
+        models[other] = open_model(args)
+    try:
+        images, labels, names = load_cifar10(args.data_dir, "test")
+    except DatasetError as e:
+        err(str(e))
+        return EXIT_USAGE
+    for label, m in models.items():
+        if tuple(m.class_names) != tuple(names):
+            err(f"{label}: its classes differ from CIFAR-10's; the corruption report runs on the CIFAR-10 test set")
+            return EXIT_USAGE
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+    progress = CellProgress(force=args.progress) if not args.json else None
+    predictors = {k: (lambda x, m=m: m.predict_probs(x, batch_size=args.batch_size)) for k, m in models.items()}
+    try:
+        reports = list(measure(predictors, images, labels, args.families, args.seed, progress).values())
+    except ValueError as e:
+        err(str(e))
+        return EXIT_USAGE
+    if args.plot:
+        try:
+            from .runtime.plots import plot_robustness
+        except ImportError:
+            err("--plot needs matplotlib: pip install 'cifar10kit[plot]'")
+            return EXIT_USAGE
+        plot_robustness(reports, Path(args.plot))
+    provider = next(iter(models.values())).provider
+    if args.json:
+        print(json.dumps({"provider": provider, "reports": [r.as_json() for r in reports]}))
+    else:
+        print(table(reports))
+        print(f"on {provider}")
+    return EXIT_OK

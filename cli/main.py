@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import __version__
-from .commands_runtime import cmd_bench, cmd_download, cmd_evaluate, cmd_info, cmd_predict
+from .commands_runtime import cmd_bench, cmd_download, cmd_evaluate, cmd_info, cmd_predict, cmd_robustness
 from .commands_serve import add_serve_parsers
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, positive_int
 from .common import need_train_extra as _need_train_extra
@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# runtime commands: predict, evaluate, info, bench and download are in commands_runtime.py
+# runtime commands: predict, evaluate, robustness, info, bench and download are in commands_runtime.py
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -216,6 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", help="also time PyTorch eager on this run folder / checkpoint (needs [train])")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    rb = sub.add_parser(
+        "robustness", help="accuracy and calibration under JPEG, noise, blur, exposure, colour and pixelation"
+    )
+    model_opts(rb)
+    threads_opt(rb)
+    rb.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA)")
+    rb.add_argument("--compare", nargs="+", metavar="MODEL", help="also measure these .onnx files on the same pictures")
+    rb.add_argument("--families", nargs="+", metavar="NAME",
+                    help="corruption families (default all: jpeg gaussian_noise gaussian_blur brightness contrast "
+                         "saturation pixelate)")
+    rb.add_argument("--limit", type=int, help="first N test images only (faster, coarser)")
+    rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions (noise)")
+    rb.add_argument("--plot", metavar="PNG", help="save accuracy against severity per family")
+    rb.add_argument("--json", action="store_true")
+    rb.add_argument("--batch-size", type=int, default=500)
+    rb.add_argument("--progress", action="store_true")
+    rb.set_defaults(func=cmd_robustness)
 
     i = sub.add_parser("info", help="what the model file says about itself; providers, CPU threads")
     model_opts(i)

@@ -121,11 +121,15 @@ def export(
             "conformance": second.__dict__, "bytes": size}  # fmt: skip
 
 
+RUN_LOCAL_KEYS = ("data_dir", "folder", "out", "name", "device", "threads", "download")
+
+
 def describe(ckpt: dict[str, Any], ckpt_path: Path, module: Deployable, test_set: str) -> dict[str, str]:
     """The contract's metadata for the fp32 file; accuracy and threshold are filled in once measured."""
     from .. import __version__
 
-    config = ckpt.get("config", {})
+    # Where a run happened (folders, device, threads) is not part of its recipe, and would leak local paths.
+    config = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUN_LOCAL_KEYS}
     return {
         C.KEY_CONTRACT: C.CONTRACT_VERSION,
         C.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),

@@ -31,7 +31,9 @@ def test_contract_of_the_file(trained_model):
     assert json.loads(meta[C.KEY_CLASS_NAMES])[0] == "airplane"
     assert len(meta[C.KEY_CHECKPOINT_SHA256]) == 64
     assert 0 <= float(meta[C.KEY_TEST_ACCURACY]) <= 1
-    assert json.loads(meta[C.KEY_RECIPE])["preset"] == "smoke"
+    recipe = json.loads(meta[C.KEY_RECIPE])
+    assert recipe["preset"] == "smoke" and recipe["epochs"] == 2
+    assert not {"data_dir", "out", "name", "device", "threads"} & set(recipe)  # no local paths travel in the file
     assert float(meta[C.KEY_GFLOP_PER_IMAGE]) > 0
 
 
