@@ -164,8 +164,10 @@ def main() -> None:
         for name, kind, _ in METHODS:
             hits, shares, gains = zip(*[results[name][i] for i in chosen])
             wall, cpu = (f"{t:.0f}" for t in timing[name]) if kind in ("cam", "occ") else ("-", "-")
-            print(f"{name:<40} {sum(hits):>4}/{len(hits):<4} {np.mean(shares):>12.3f} {np.mean(gains):>+11.3f}"
-                  f" {wall:>8} {cpu:>7}")  # fmt: skip
+            print(
+                f"{name:<40} {sum(hits):>4}/{len(hits):<4} {np.mean(shares):>12.3f} {np.mean(gains):>+11.3f}"
+                f" {wall:>8} {cpu:>7}"
+            )
     if a.plot:
         shown = [n for n, k, _ in METHODS if k in ("cam", "occ")][:3]
         idx = [e["index"] for e in entries]

@@ -27,14 +27,18 @@ from cifar10kit.runtime.session import Classifier  # noqa: E402
 def calibration_text(info, probs: np.ndarray, labels: np.ndarray, ece: float) -> str:
     t = float(info.raw.get("temperature", "1"))
     if t == 1.0:
-        return (f"Expected calibration error (15 bins): {ece:.4f}. Label smoothing makes the model under-confident "
-                "at the top end: read probabilities as ranks more than as frequencies.")  # fmt: skip
+        return (
+            f"Expected calibration error (15 bins): {ece:.4f}. Label smoothing makes the model under-confident "
+            "at the top end: read probabilities as ranks more than as frequencies."
+        )
     held = expected_calibration_error(probs[1::2], labels[1::2])
-    return (f"Expected calibration error (15 bins): {ece:.4f} on all 10,000 test images, {held:.4f} on the "
-            f"5,000 odd-numbered ones that the calibration never saw. Label smoothing trains the net to be "
-            f"under-confident; the exporter fitted a softmax temperature of {t:.3f} on the even-numbered test "
-            "images (one number, chosen to minimise the negative log-likelihood) and the graph divides its logits "
-            "by it, so a 90% in this file is right about 90% of the time. No prediction changes.")  # fmt: skip
+    return (
+        f"Expected calibration error (15 bins): {ece:.4f} on all 10,000 test images, {held:.4f} on the "
+        f"5,000 odd-numbered ones that the calibration never saw. Label smoothing trains the net to be "
+        f"under-confident; the exporter fitted a softmax temperature of {t:.3f} on the even-numbered test "
+        "images (one number, chosen to minimise the negative log-likelihood) and the graph divides its logits "
+        "by it, so a 90% in this file is right about 90% of the time. No prediction changes."
+    )
 
 
 def reliability_plot(probs: np.ndarray, labels: np.ndarray, path: Path, ece: float) -> None:
@@ -82,9 +86,11 @@ def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) ->
         ]
     head = "| corruption | severity | strength | accuracy | ECE |" + (" previous | gain (points) |" if base else "")
     lines += [head, "|---" * (7 if base else 5) + "|"]
+
     def row(name, sev, strength, acc, ece, b_acc=None):
         text = f"| {name} | {sev} | {strength} | {acc:.4f} | {ece:.4f} |"
         return text + (f" {b_acc:.4f} | {100 * (acc - b_acc):+.2f} |" if b_acc is not None else "")
+
     lines.append(row("clean", "-", "-", new.clean_accuracy, new.clean_ece, base.clean_accuracy if base else None))
     for c in new.cells:
         b = base.cell(c.family, c.severity).accuracy if base else None
@@ -111,17 +117,31 @@ def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) ->
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=None)
-    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, "
-                   "else the per-user cache)")  # fmt: skip
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, else the per-user cache)",
+    )
     p.add_argument("--run", help="the run folder the model came from (config, metrics, summary)")
     p.add_argument("--command", default="", help="the exact training command")
     p.add_argument("--export-command", default="")
     p.add_argument("--hardware", default="")
     p.add_argument("--out", default="docs")
-    p.add_argument("--robustness", nargs="+", default=[], metavar="JSON",
-                   help="`cifar10 robustness --json` outputs: this model's, then the previous default's")
-    p.add_argument("--jpeg-folder", nargs="+", type=float, default=[], metavar="ACC",
-                   help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, previous")
+    p.add_argument(
+        "--robustness",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="`cifar10 robustness --json` outputs: this model's, then the previous default's",
+    )
+    p.add_argument(
+        "--jpeg-folder",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="ACC",
+        help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, previous",
+    )
     p.add_argument("--notes", help="a markdown file appended as 'Choices and caveats'")
     a = p.parse_args()
     out = Path(a.out)
@@ -142,8 +162,9 @@ def main() -> int:
     thr = info.threshold or 0.0
     flagged = conf < thr
     k = len(info.class_names)
-    pairs = sorted(((rep.confusion[i, j] + rep.confusion[j, i], i, j) for i in range(k) for j in range(i + 1, k)),
-                   reverse=True)[:5]  # fmt: skip
+    pairs = sorted(
+        ((rep.confusion[i, j] + rep.confusion[j, i], i, j) for i in range(k) for j in range(i + 1, k)), reverse=True
+    )[:5]
     run = Path(a.run) if a.run else None
     summary = json.loads((run / "summary.json").read_text()) if run else {}
     config = json.loads((run / "config.json").read_text()) if run else json.loads(info.raw.get("recipe", "{}"))
@@ -169,15 +190,23 @@ def main() -> int:
         f"label smoothing {config.get('label_smoothing')}, flip + 2-pixel translate augmentation, bf16 autocast.",
         "",
         f"Hardware: {a.hardware or machine()}. "
-        + (f"Training time {summary['train_seconds']:.0f} s ({summary['train_seconds'] / 60:.1f} min) "
-           f"for {len(metrics)} epochs, {per_epoch:.0f} s per epoch." if summary else ""),
+        + (
+            f"Training time {summary['train_seconds']:.0f} s ({summary['train_seconds'] / 60:.1f} min) "
+            f"for {len(metrics)} epochs, {per_epoch:.0f} s per epoch."
+            if summary
+            else ""
+        ),
         "",
         "## Accuracy (CIFAR-10 test set, 10,000 images, measured through onnxruntime on this file)",
         "",
         f"**{rep.accuracy:.4f}** top-1"
-        + (f" (in training: {summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} "
-           "without)"
-           if summary else "") + ".",
+        + (
+            f" (in training: {summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} "
+            "without)"
+            if summary
+            else ""
+        )
+        + ".",
         "",
         "| class | accuracy |",
         "|---|---|",
@@ -205,9 +234,9 @@ def main() -> int:
         "## Known weaknesses",
         "",
         "- Most confused pairs (both directions, of 10,000): "
-        + ", ".join(f"{info.class_names[i]}/{info.class_names[j]} {n}" for n, i, j in pairs) + ".",
-        f"- Weakest class: {min(rep.per_class, key=rep.per_class.get)} "
-        f"({min(rep.per_class.values()):.3f}).",
+        + ", ".join(f"{info.class_names[i]}/{info.class_names[j]} {n}" for n, i, j in pairs)
+        + ".",
+        f"- Weakest class: {min(rep.per_class, key=rep.per_class.get)} ({min(rep.per_class.values()):.3f}).",
         "- It knows ten classes and nothing else: anything else (a person, a cup) still gets one of the ten "
         "labels; the 'uncertain' flag catches some of these, not all.",
         "- It sees 32x32 pixels. Photos far from CIFAR-style images (large, detailed, several objects, unusual "

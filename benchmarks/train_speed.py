@@ -34,8 +34,20 @@ BIN = Path(sys.executable).parent
 
 
 def run_ours(preset: str, data_dir: str, epochs: int | None, seed: int, out: Path) -> dict:
-    cmd = [str(BIN / "cifar10"), "train", "--preset", preset, "--data-dir", data_dir, "--out", str(out),
-           "--name", f"seed{seed}", "--seed", str(seed)] + (["--epochs", str(epochs)] if epochs else [])  # fmt: skip
+    cmd = [
+        str(BIN / "cifar10"),
+        "train",
+        "--preset",
+        preset,
+        "--data-dir",
+        data_dir,
+        "--out",
+        str(out),
+        "--name",
+        f"seed{seed}",
+        "--seed",
+        str(seed),
+    ] + (["--epochs", str(epochs)] if epochs else [])
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
@@ -86,14 +98,20 @@ def cpu_name() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="fast")
-    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, "
-                   "else the per-user cache)")  # fmt: skip
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, else the per-user cache)",
+    )
     p.add_argument("--epochs", type=int, help="override the preset's epochs (e.g. 1 for a quick speed check)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep the run folders under DIR (default: a temporary folder)")
-    p.add_argument("--anchor", default=os.environ.get("AIRBENCH_ANCHOR", ""),
-                   help="airbench94_muon port to run beside ours (default $AIRBENCH_ANCHOR; '' to skip)")  # fmt: skip
+    p.add_argument(
+        "--anchor",
+        default=os.environ.get("AIRBENCH_ANCHOR", ""),
+        help="airbench94_muon port to run beside ours (default $AIRBENCH_ANCHOR; '' to skip)",
+    )
     a = p.parse_args()
     a.data_dir = str(resolve_data_dir(a.data_dir))
 
@@ -107,31 +125,46 @@ def main() -> int:
     finally:
         if not a.keep:
             shutil.rmtree(out, ignore_errors=True)
-    print(f"{'seed':>4} {'epochs':>6} {'s/epoch':>8} {'img/s':>7} {'train s':>8} {'eval s':>7} {'to 94%':>7} "
-          f"{'to 94% plain':>12} {'acc':>7}")  # fmt: skip
+    print(
+        f"{'seed':>4} {'epochs':>6} {'s/epoch':>8} {'img/s':>7} {'train s':>8} {'eval s':>7} {'to 94%':>7} "
+        f"{'to 94% plain':>12} {'acc':>7}"
+    )
     for r in ours:
         t94 = f"{r['time_to_94']:.0f}" if r["time_to_94"] else "-"
         p94 = f"{r['plain_to_94']:.0f}" if r["plain_to_94"] else "-"
-        print(f"{r['seed']:>4} {r['epochs']:>6} {r['s_per_epoch']:>8.1f} {r['images_per_s']:>7.0f} "
-              f"{r['train_seconds']:>8.0f} {r['eval_seconds']:>7.0f} {t94:>7} {p94:>12} "
-              f"{r['final_acc']:>7.4f}")  # fmt: skip
+        print(
+            f"{r['seed']:>4} {r['epochs']:>6} {r['s_per_epoch']:>8.1f} {r['images_per_s']:>7.0f} "
+            f"{r['train_seconds']:>8.0f} {r['eval_seconds']:>7.0f} {t94:>7} {p94:>12} "
+            f"{r['final_acc']:>7.4f}"
+        )
     accs = [r["final_acc"] for r in ours]
     mean_acc = sum(accs) / len(accs)
     spread = (sum((x - mean_acc) ** 2 for x in accs) / max(len(accs) - 1, 1)) ** 0.5
     mean_train = sum(r["train_seconds"] for r in ours) / len(ours)
     mean_total = mean_train + sum(r["eval_seconds"] for r in ours) / len(ours)
-    print(f"ours: mean accuracy {mean_acc:.4f} ± {spread:.4f} over {len(ours)} seed(s) (TTA {ours[0]['tta']}); "
-          f"mean training {mean_train:.0f} s, with the final evaluation {mean_total:.0f} s "
-          f"({mean_total / 60:.1f} min)")  # fmt: skip
+    print(
+        f"ours: mean accuracy {mean_acc:.4f} ± {spread:.4f} over {len(ours)} seed(s) (TTA {ours[0]['tta']}); "
+        f"mean training {mean_train:.0f} s, with the final evaluation {mean_total:.0f} s "
+        f"({mean_total / 60:.1f} min)"
+    )
     anc = None
     if a.anchor and Path(a.anchor).exists():
         anc = run_anchor(a.anchor, a.data_dir, a.epochs)
-        print(f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
-              f"(wall {anc['wall_seconds']:.0f} s)")  # fmt: skip
+        print(
+            f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
+            f"(wall {anc['wall_seconds']:.0f} s)"
+        )
         print(f"ratio (anchor training time / ours): {anc['train_seconds'] / mean_train:.2f}x")
     if a.json:
-        figures = dict(preset=a.preset, device=device, torch=torch.__version__, seeds=ours, mean_acc=mean_acc,
-                       mean_train_seconds=mean_train, anchor=anc)  # fmt: skip
+        figures = dict(
+            preset=a.preset,
+            device=device,
+            torch=torch.__version__,
+            seeds=ours,
+            mean_acc=mean_acc,
+            mean_train_seconds=mean_train,
+            anchor=anc,
+        )
         Path(a.json).write_text(json.dumps(figures, indent=2))
     return 0
 

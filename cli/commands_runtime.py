@@ -201,8 +201,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if model.fallback_reason and model.requested_provider != "cpu":
         print(f"            not CUDA: {model.fallback_reason}")
     cpus = out["cpus"]
-    print(f"threads     {model.threads} (logical CPUs {cpus['logical']}, allowed {cpus['affinity']}, "
-          f"cgroup quota {cpus['cgroup_quota'] or 'none'}, physical cores {cpus['physical_cores']})")  # fmt: skip
+    print(
+        f"threads     {model.threads} (logical CPUs {cpus['logical']}, allowed {cpus['affinity']}, "
+        f"cgroup quota {cpus['cgroup_quota'] or 'none'}, physical cores {cpus['physical_cores']})"
+    )
     return EXIT_OK
 
 

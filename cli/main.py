@@ -34,12 +34,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         fail("--widths takes three comma-separated numbers, e.g. 128,384,384", EXIT_USAGE)
     cfg = make_config(
         args.preset,
-        data_dir=args.data_dir, folder=args.folder, download=args.download or None, out=args.out, name=args.name,
-        device=args.device, epochs=args.epochs, batch_size=args.batch_size, widths=widths, lr=args.lr,
-        seed=args.seed, subset=args.subset, tta=args.tta, amp=args.amp, compile=args.compile or None,
-        deterministic=args.deterministic or None, threads=args.threads, eval_every=args.eval_every,
-        crop_epochs=args.crop_epochs, crop_size=args.crop_size, robust=0.0 if args.no_robust else args.robust,
-    )  # fmt: skip
+        data_dir=args.data_dir,
+        folder=args.folder,
+        download=args.download or None,
+        out=args.out,
+        name=args.name,
+        device=args.device,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        widths=widths,
+        lr=args.lr,
+        seed=args.seed,
+        subset=args.subset,
+        tta=args.tta,
+        amp=args.amp,
+        compile=args.compile or None,
+        deterministic=args.deterministic or None,
+        threads=args.threads,
+        eval_every=args.eval_every,
+        crop_epochs=args.crop_epochs,
+        crop_size=args.crop_size,
+        robust=0.0 if args.no_robust else args.robust,
+    )
     from .runtime.dataset import DatasetError
     from .runtime.preprocess import ImageError
     from .train.checkpoint import CheckpointError
@@ -68,8 +84,16 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
         if not skip and not arg.startswith("--nproc"):
             rest.append(arg)
         skip = arg == "--nproc"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "cifar10kit.train", *rest]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+        "-m",
+        "cifar10kit.train",
+        *rest,
+    ]
     # Each process takes its share of the cores (the trainer sets its threads; this quiets torchrun's notice).
     env = {"OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // args.nproc, 1)), **os.environ}
     print("running:", " ".join(command[1:]), flush=True)
@@ -87,8 +111,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-        result = export(args.checkpoint, args.output, data_dir=args.data_dir, tta=args.tta, verify_n=args.verify_n,
-                        precision=precision, calibrate=not args.no_calibrate)  # fmt: skip
+        result = export(
+            args.checkpoint,
+            args.output,
+            data_dir=args.data_dir,
+            tta=args.tta,
+            verify_n=args.verify_n,
+            precision=precision,
+            calibrate=not args.no_calibrate,
+        )
     except DatasetError as e:
         fail(str(e), EXIT_USAGE)
     except (ExportError, CheckpointError) as e:
@@ -107,8 +138,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
         from .gui.app import main as gui_main
     except ImportError as e:
         raise SystemExit(f"error: the GUI needs Tkinter ({e}); install your Python's tk package") from None
-    return gui_main(model=args.model, image=args.image, provider=args.provider, data_dir=args.data_dir,
-                    threads=args.threads or 0)  # fmt: skip
+    return gui_main(
+        model=args.model, image=args.image, provider=args.provider, data_dir=args.data_dir, threads=args.threads or 0
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,13 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", "-m", help="a .onnx model file (default: the shipped model, or $CIFAR10_MODEL)")
-        sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="auto",
-                        help="onnxruntime execution provider; auto tries CUDA, then the CPU")  # fmt: skip
+        sp.add_argument(
+            "--provider",
+            choices=["auto", "cuda", "cpu"],
+            default="auto",
+            help="onnxruntime execution provider; auto tries CUDA, then the CPU",
+        )
 
     def threads_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads for onnxruntime (default: the CPUs this process may use: affinity, "
-                             "cgroup quota, physical cores)")  # fmt: skip
+        sp.add_argument(
+            "--threads",
+            type=positive_int,
+            metavar="N",
+            help="CPU threads for onnxruntime (default: the CPUs this process may use: affinity, "
+            "cgroup quota, physical cores)",
+        )
 
     t = sub.add_parser("train", help="train a model (needs the [train] extra)")
     t.add_argument("--preset", default="fast", help="fast | accurate | best | smoke (default fast)")
@@ -155,29 +195,42 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--deterministic", action="store_true", help="deterministic kernels where available")
     t.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    t.add_argument("--robust", type=float, metavar="SHARE",
-                   help="share of training images given a random corruption each epoch (JPEG, noise, blur, "
-                        "exposure, colour, pixelation); default 0.4 for accurate and best, 0 for fast")
+    t.add_argument(
+        "--robust",
+        type=float,
+        metavar="SHARE",
+        help="share of training images given a random corruption each epoch (JPEG, noise, blur, "
+        "exposure, colour, pixelation); default 0.4 for accurate and best, 0 for fast",
+    )
     t.add_argument("--no-robust", action="store_true", help="turn robustness augmentation off")
     t.add_argument("--eval-every", type=int, help="evaluate on the test set every N epochs (0: only at the end)")
-    t.add_argument("--nproc", type=int, metavar="N",
-                   help="train on N processes with DistributedDataParallel (torchrun): one per GPU, or CPU "
-                        "processes sharing the cores; the batch size stays the global one")  # fmt: skip
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes with DistributedDataParallel (torchrun): one per GPU, or CPU "
+        "processes sharing the cores; the batch size stays the global one",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export a checkpoint to a verified .onnx file (needs [train])")
     e.add_argument("checkpoint", help="a run folder or a .pt checkpoint")
     e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     e.add_argument("--data-dir", help="CIFAR-10 for verification (default $CIFAR10_DATA)")
-    e.add_argument("--tta", choices=["none", "flip", "translate"],
-                   help="test-time augmentation in the graph: 2 views (flip) or 6 (translate); default flip")
+    e.add_argument(
+        "--tta",
+        choices=["none", "flip", "translate"],
+        help="test-time augmentation in the graph: 2 views (flip) or 6 (translate); default flip",
+    )
     e.add_argument("--verify-n", type=int, default=0, help="test images to verify on (default all)")
     var = e.add_mutually_exclusive_group()
     var.add_argument("--fp16", action="store_true", help="half-precision weights (for the CUDA provider)")
     var.add_argument("--int8", action="store_true", help="static int8 quantisation, calibrated on training images")
-    e.add_argument("--no-calibrate", action="store_true",
-                   help="keep the net's raw confidences (default: fit a softmax temperature on half the "
-                        "verification images)")  # fmt: skip
+    e.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the net's raw confidences (default: fit a softmax temperature on half the verification images)",
+    )
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)
 
@@ -190,9 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", metavar="FILE", help="also write results to a CSV file (columns: see the README)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
-    pr.add_argument("--heatmap", metavar="DIR",
-                    help="also write DIR/<name>_heatmap.png per image: where the evidence for the predicted "
-                         "class is (occlusion, 8x8)")  # fmt: skip
+    pr.add_argument(
+        "--heatmap",
+        metavar="DIR",
+        help="also write DIR/<name>_heatmap.png per image: where the evidence for the predicted "
+        "class is (occlusion, 8x8)",
+    )
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy on the CIFAR-10 test batch or a labelled folder")
@@ -224,9 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     threads_opt(rb)
     rb.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA)")
     rb.add_argument("--compare", nargs="+", metavar="MODEL", help="also measure these .onnx files on the same pictures")
-    rb.add_argument("--families", nargs="+", metavar="NAME",
-                    help="corruption families (default all: jpeg gaussian_noise gaussian_blur brightness contrast "
-                         "saturation pixelate)")
+    rb.add_argument(
+        "--families",
+        nargs="+",
+        metavar="NAME",
+        help="corruption families (default all: jpeg gaussian_noise gaussian_blur brightness contrast "
+        "saturation pixelate)",
+    )
     rb.add_argument("--limit", type=int, help="first N test images only (faster, coarser)")
     rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions (noise)")
     rb.add_argument("--plot", metavar="PNG", help="save accuracy against severity per family")
@@ -252,8 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gui", help="the desktop app")
     model_opts(g)
     g.add_argument("image", nargs="?", help="an image to open")
-    g.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ for the gallery (default $CIFAR10_DATA, "
-                   "else the user cache; without it the gallery shows the shipped examples)")
+    g.add_argument(
+        "--data-dir",
+        help="folder holding cifar-10-batches-py/ for the gallery (default $CIFAR10_DATA, "
+        "else the user cache; without it the gallery shows the shipped examples)",
+    )
     threads_opt(g)
     g.set_defaults(func=cmd_gui)
     return p

@@ -67,10 +67,17 @@ def fit_calibration(
     held, held_y = logits[1::2], labels[1::2]
     before = expected_calibration_error(softmax(held), held_y)
     after = expected_calibration_error(softmax(held, t), held_y)
-    log(f"calibrated: temperature {t:.3f} fitted on {len(labels[0::2])} images; expected calibration error "
-        f"on the other {len(held_y)}: {before:.4f} -> {after:.4f}")  # fmt: skip
-    return {"temperature": t, "fit_images": len(labels[0::2]), "held_out_images": len(held_y),
-            "ece_before": before, "ece_after": after}  # fmt: skip
+    log(
+        f"calibrated: temperature {t:.3f} fitted on {len(labels[0::2])} images; expected calibration error "
+        f"on the other {len(held_y)}: {before:.4f} -> {after:.4f}"
+    )
+    return {
+        "temperature": t,
+        "fit_images": len(labels[0::2]),
+        "held_out_images": len(held_y),
+        "ece_before": before,
+        "ece_after": after,
+    }
 
 
 def uncertainty_threshold(probs: np.ndarray, labels: np.ndarray, window: int = 200) -> float:

@@ -60,8 +60,9 @@ def runtime_probs(name: str, path: Path, pixels: np.ndarray, batch: int = 250) -
         run = lambda x: evaluator.run([C.OUTPUT_PROBS], {C.INPUT_NAME: x})[0]  # noqa: E731
     else:
         raise ValueError(f"runtime {name!r}: use openvino or reference")
-    return np.concatenate([np.asarray(run(pixels[i : i + batch]), dtype=np.float32)
-                           for i in range(0, len(pixels), batch)])  # fmt: skip
+    return np.concatenate(
+        [np.asarray(run(pixels[i : i + batch]), dtype=np.float32) for i in range(0, len(pixels), batch)]
+    )
 
 
 @dataclass
@@ -77,15 +78,19 @@ class Conformance:
         if self.error:
             return f"{self.runtime}: cannot run the file ({self.error})"
         acc = f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else ""
-        return (f"{self.runtime}: top-1 agreement with onnxruntime {self.agreement:.4%} on {self.n} images, "
-                f"max |dp| {self.max_abs_diff:.2e}{acc}")  # fmt: skip
+        return (
+            f"{self.runtime}: top-1 agreement with onnxruntime {self.agreement:.4%} on {self.n} images, "
+            f"max |dp| {self.max_abs_diff:.2e}{acc}"
+        )
 
     def problems(self) -> list[str]:
         if self.error:
             return [f"{self.runtime} cannot run it ({self.error}): the file does not run everywhere"]
         if self.agreement < MIN_AGREEMENT:
-            return [f"{self.runtime} agrees with onnxruntime on {self.agreement:.2%} of top-1 answers "
-                    f"(< {MIN_AGREEMENT:.0%}): the file does not run the same everywhere"]  # fmt: skip
+            return [
+                f"{self.runtime} agrees with onnxruntime on {self.agreement:.2%} of top-1 answers "
+                f"(< {MIN_AGREEMENT:.0%}): the file does not run the same everywhere"
+            ]
         return []
 
 

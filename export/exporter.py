@@ -117,8 +117,13 @@ def export(
         os.replace(staged, output)
     size = output.stat().st_size
     log(f"wrote {output} ({size / 1e6:.1f} MB)")
-    return {"metadata": meta, "verification": check.__dict__, "calibration": calibration,
-            "conformance": second.__dict__, "bytes": size}  # fmt: skip
+    return {
+        "metadata": meta,
+        "verification": check.__dict__,
+        "calibration": calibration,
+        "conformance": second.__dict__,
+        "bytes": size,
+    }
 
 
 RUN_LOCAL_KEYS = ("data_dir", "folder", "out", "name", "device", "threads", "download")

@@ -138,9 +138,16 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray) -> None:
     # 0.12 and 0.08 points less accuracy than min/max did.
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the percentile search prints progress notes
-            quantize_static(str(prepped), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile,
-                            nodes_to_exclude=keep_float)  # fmt: skip
+            quantize_static(
+                str(prepped),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                nodes_to_exclude=keep_float,
+            )
     finally:
         root.setLevel(level)

@@ -124,8 +124,12 @@ class App:
         self.gallery = GalleryTab(self, self.notebook, data_dir, gallery_limit)
         self.batch = BatchTab(self, self.notebook)
         self.model_tab = ModelTab(self, self.notebook)
-        for tab, label in ((self.classify, "Classify"), (self.gallery, "Gallery"), (self.batch, "Batch"),
-                           (self.model_tab, "Model")):  # fmt: skip
+        for tab, label in (
+            (self.classify, "Classify"),
+            (self.gallery, "Gallery"),
+            (self.batch, "Batch"),
+            (self.model_tab, "Model"),
+        ):
             self.notebook.add(tab.view, text=label, underline=0)
         self.notebook.bind("<<NotebookTabChanged>>", self._on_tab_changed)
         self.notebook.enable_traversal()  # Ctrl+Tab, and Alt + the underlined letter
@@ -195,8 +199,10 @@ class App:
     def _bind_keys(self) -> None:
         r = self.root
         pairs: list[tuple[str, Callable[[], None]]] = [
-            ("o", self.classify.open_dialog), ("v", self.classify.paste), ("b", self.batch.choose_dialog),
-        ]  # fmt: skip
+            ("o", self.classify.open_dialog),
+            ("v", self.classify.paste),
+            ("b", self.batch.choose_dialog),
+        ]
         modifier = "Command" if sys.platform == "darwin" else "Control"
         for key, action in pairs:
             for k in (key, key.upper()):

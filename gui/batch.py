@@ -167,10 +167,16 @@ class BatchTab:
     def __init__(self, app: App, notebook: ttk.Notebook):
         self.app = app
         self.view = BatchView(
-            notebook, app.scale,
-            {"choose": self.choose_dialog, "cancel": self.cancel, "export": self.export_dialog, "sort": self.sort,
-             "inspect": self._inspect_selected},
-        )  # fmt: skip
+            notebook,
+            app.scale,
+            {
+                "choose": self.choose_dialog,
+                "cancel": self.cancel,
+                "export": self.export_dialog,
+                "sort": self.sort,
+                "inspect": self._inspect_selected,
+            },
+        )
         self._run = 0  # bumps per folder, so rows of an older run are ignored
         self._cancel: threading.Event | None = None
         self._folder: Path | None = None
@@ -213,9 +219,16 @@ class BatchTab:
         self._cancel = cancel = threading.Event()
         self.app.set_status(f"Classifying the images in {folder}…")
         self.app.tasks.submit(
-            "batch", self._job, model, folder, cancel, self._run, round(40 * self.app.scale),
-            on_done=self._done, on_error=self._failed,
-        )  # fmt: skip
+            "batch",
+            self._job,
+            model,
+            folder,
+            cancel,
+            self._run,
+            round(40 * self.app.scale),
+            on_done=self._done,
+            on_error=self._failed,
+        )
 
     def _job(
         self, model: Classifier, folder: Path, cancel: threading.Event, run: int, side: int
@@ -311,9 +324,12 @@ class BatchTab:
             self.app.set_status("Nothing to export yet: classify a folder first")
             return
         path = filedialog.asksaveasfilename(
-            parent=self.app.root, title="Export results as CSV", defaultextension=".csv",
-            initialfile="predictions.csv", filetypes=[("CSV", "*.csv"), ("All files", "*")],
-        )  # fmt: skip
+            parent=self.app.root,
+            title="Export results as CSV",
+            defaultextension=".csv",
+            initialfile="predictions.csv",
+            filetypes=[("CSV", "*.csv"), ("All files", "*")],
+        )
         if path:
             self.export_csv(path)
 

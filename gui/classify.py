@@ -103,8 +103,9 @@ class ClassifyView(ttk.Frame):
         c = self._canvas
         c.delete("all")
         w, h = c.winfo_width(), c.winfo_height()
-        c.create_text(w // 2, h // 2, text=message, fill="#d1d5db", font="C10Title", justify="center",
-                      width=max(w - 40, 100))  # fmt: skip
+        c.create_text(
+            w // 2, h // 2, text=message, fill="#d1d5db", font="C10Title", justify="center", width=max(w - 40, 100)
+        )
         self.picture = None
         self._show_model_picture(None)
         self._source.configure(text="")
@@ -179,11 +180,18 @@ class ClassifyTab:
     def __init__(self, app: App, notebook: ttk.Notebook):
         self.app = app
         self.view = ClassifyView(
-            notebook, app.scale,
-            {"open": self.open_dialog, "paste": self.paste, "prev": lambda: self.step_image(-1),
-             "next": lambda: self.step_image(1), "heatmap": self.render, "heat_class": self.set_heat_class,
-             "resize": self._schedule_render},
-        )  # fmt: skip
+            notebook,
+            app.scale,
+            {
+                "open": self.open_dialog,
+                "paste": self.paste,
+                "prev": lambda: self.step_image(-1),
+                "next": lambda: self.step_image(1),
+                "heatmap": self.render,
+                "heat_class": self.set_heat_class,
+                "resize": self._schedule_render,
+            },
+        )
         self.shown: Shown | None = None
         self.heat_class: str | None = None  # None: the top class
         self._error: str | None = None  # shown in the canvas after a failed open
@@ -203,9 +211,11 @@ class ClassifyTab:
         """Ctrl+O and the Open button."""
         start = self._nav[0].parent if self._nav else Path.cwd()
         path = filedialog.askopenfilename(
-            parent=self.app.root, title="Open an image", initialdir=str(start),
+            parent=self.app.root,
+            title="Open an image",
+            initialdir=str(start),
             filetypes=[("Images", " ".join(f"*{e}" for e in IMAGE_SUFFIXES)), ("All files", "*")],
-        )  # fmt: skip
+        )
         if path:
             self.app.show_tab("classify")
             self.open_image(path)
@@ -241,9 +251,10 @@ class ClassifyTab:
         seq = self._next_seq()
         self._nav_mode, self._gallery_index = "gallery", index
         self.app.tasks.submit(
-            "infer", lambda: predict(self.app.lane_model, shown),
+            "infer",
+            lambda: predict(self.app.lane_model, shown),
             on_done=lambda s: self._show(s, new=True) if seq == self._seq else None,
-        )  # fmt: skip
+        )
 
     def step_image(self, step: int) -> None:
         """Next (+1) or previous (-1) image in the current folder, or in the gallery's selection."""
@@ -261,9 +272,10 @@ class ClassifyTab:
         if self.shown is not None:
             seq, shown = self._seq, self.shown
             self.app.tasks.submit(
-                "infer", lambda: predict(self.app.lane_model, shown),
+                "infer",
+                lambda: predict(self.app.lane_model, shown),
                 on_done=lambda s: self._show(s, new=False) if seq == self._seq else None,
-            )  # fmt: skip
+            )
         self.render()
 
     def latency(self) -> float | None:

@@ -144,10 +144,15 @@ class GalleryTab:
     def __init__(self, app: App, notebook: ttk.Notebook, data_dir: str | os.PathLike | None, limit: int | None):
         self.app = app
         self.view = GalleryView(
-            notebook, app.scale,
-            {"filter": self._filter_changed, "page": self.turn, "data_dir": self.data_dir_dialog,
-             "resize": self.render},
-        )  # fmt: skip
+            notebook,
+            app.scale,
+            {
+                "filter": self._filter_changed,
+                "page": self.turn,
+                "data_dir": self.data_dir_dialog,
+                "resize": self.render,
+            },
+        )
         self.data_dir = Path(data_dir) if data_dir else None
         self.limit = limit  # first N test images only (tests)
         self.images: GalleryImages | None = None
@@ -255,10 +260,14 @@ class GalleryTab:
         names = self._model_classes() or ()
         side = v.cell_size()[2]
         cells = [
-            (int(i), imaging.tile(g.images[i], side), g.class_names[g.labels[i]],
-             names[g.preds[i]] if g.preds[i] >= 0 else None)
+            (
+                int(i),
+                imaging.tile(g.images[i], side),
+                g.class_names[g.labels[i]],
+                names[g.preds[i]] if g.preds[i] >= 0 else None,
+            )
             for i in on_page
-        ]  # fmt: skip
+        ]
         note = pages.examples_note() if g.examples else HINT
         v.show_status(f"Page {self._page + 1} / {count}", pages.summary(g, self._model_classes()), note)
         if v.mistakes_only() and not len(shown):

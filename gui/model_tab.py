@@ -47,9 +47,16 @@ class ModelView(ttk.Frame):
         recipe = ttk.LabelFrame(self, text="Training recipe", padding=pad)
         recipe.pack(fill="both", expand=True, pady=(pad * 2, 0))
         self._recipe = tk.Text(
-            recipe, height=8, wrap="word", font="TkFixedFont", relief="flat", background="#f9fafb",
-            borderwidth=0, padx=pad, pady=pad,
-        )  # fmt: skip
+            recipe,
+            height=8,
+            wrap="word",
+            font="TkFixedFont",
+            relief="flat",
+            background="#f9fafb",
+            borderwidth=0,
+            padx=pad,
+            pady=pad,
+        )
         scroll = ttk.Scrollbar(recipe, orient="vertical", command=self._recipe.yview)
         self._recipe.configure(yscrollcommand=scroll.set, state="disabled")
         self._recipe.pack(side="left", fill="both", expand=True)
@@ -87,9 +94,11 @@ class ModelTab:
         model = self.app.model
         start = model.path.parent if model else Path.cwd()
         path = filedialog.askopenfilename(
-            parent=self.app.root, title="Open a model", initialdir=str(start),
+            parent=self.app.root,
+            title="Open a model",
+            initialdir=str(start),
             filetypes=[("ONNX models", "*.onnx"), ("All files", "*")],
-        )  # fmt: skip
+        )
         if path:
             self.load(path)
 

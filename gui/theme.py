@@ -33,9 +33,15 @@ def apply_theme(root: tk.Tk) -> float:
     scale = max(1.0, dpi / 96.0)
 
     for name, size in (
-        ("TkDefaultFont", 10), ("TkTextFont", 10), ("TkMenuFont", 10), ("TkHeadingFont", 10),
-        ("TkCaptionFont", 11), ("TkSmallCaptionFont", 9), ("TkIconFont", 10), ("TkTooltipFont", 9),
-    ):  # fmt: skip
+        ("TkDefaultFont", 10),
+        ("TkTextFont", 10),
+        ("TkMenuFont", 10),
+        ("TkHeadingFont", 10),
+        ("TkCaptionFont", 11),
+        ("TkSmallCaptionFont", 9),
+        ("TkIconFont", 10),
+        ("TkTooltipFont", 9),
+    ):
         try:
             f = tkfont.nametofont(name)
         except tk.TclError:

@@ -57,14 +57,23 @@ def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None =
         rows["pytorch eager"] = time_model(torch_runner, args.batch_size, args.repeats)
     for r in rows.values():
         r["gflop_per_s"] = r["images_per_s"] * gflops if gflops == gflops else None
-    out = {"model": str(model.path), "provider": model.provider, "requested_provider": model.requested_provider,
-           "provider_note": model.fallback_reason, "threads": model.threads, "spinning": model.spinning,
-           "machine": machine(),
-           "gflop_per_image": gflops if gflops == gflops else None, "results": rows}  # fmt: skip
+    out = {
+        "model": str(model.path),
+        "provider": model.provider,
+        "requested_provider": model.requested_provider,
+        "provider_note": model.fallback_reason,
+        "threads": model.threads,
+        "spinning": model.spinning,
+        "machine": machine(),
+        "gflop_per_image": gflops if gflops == gflops else None,
+        "results": rows,
+    }
     if "pytorch eager" in rows:
         ort_r, pt = rows["onnxruntime"], rows["pytorch eager"]
-        out["speedup"] = {"batch1": pt["batch1_p50_ms"] / ort_r["batch1_p50_ms"],
-                          "throughput": ort_r["images_per_s"] / pt["images_per_s"]}  # fmt: skip
+        out["speedup"] = {
+            "batch1": pt["batch1_p50_ms"] / ort_r["batch1_p50_ms"],
+            "throughput": ort_r["images_per_s"] / pt["images_per_s"],
+        }
     if args.json:
         print(json.dumps(out))
         return 0

@@ -224,4 +224,3 @@ def _recipe(value: str, source: str) -> dict[str, Any]:
     if not isinstance(recipe, dict):
         raise ContractError(f"{source}: recipe must be a JSON object")
     return recipe
-

@@ -26,10 +26,22 @@ from .preprocess import IMAGE_SUFFIXES, is_image_file
 
 # Names other modules import from here; they live in download.py, locations.py and preprocess.py.
 __all__ = [
-    "CIFAR_DIRNAME", "CIFAR_MD5", "CIFAR_URL", "DATA_ENV", "FILE_MD5", "DatasetError",
-    "default_data_dir", "download_cifar10", "file_digest", "load_cifar10", "read_batch", "read_meta",
-    "resolve_data_dir", "scan_image_folder", "verify_cifar10",
-]  # fmt: skip
+    "CIFAR_DIRNAME",
+    "CIFAR_MD5",
+    "CIFAR_URL",
+    "DATA_ENV",
+    "FILE_MD5",
+    "DatasetError",
+    "default_data_dir",
+    "download_cifar10",
+    "file_digest",
+    "load_cifar10",
+    "read_batch",
+    "read_meta",
+    "resolve_data_dir",
+    "scan_image_folder",
+    "verify_cifar10",
+]
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 

@@ -149,9 +149,16 @@ def smooth(values: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
 
 
 def occlusion(
-    model, pixels: np.ndarray, class_index: int | None = None, patch: int = PATCH, stride: int = STRIDE,
-    fill: str = "blur", score: str = "probability", sigma: float = SMOOTH_SIGMA, layout: str = LAYOUT,
-) -> Heatmap:  # fmt: skip
+    model,
+    pixels: np.ndarray,
+    class_index: int | None = None,
+    patch: int = PATCH,
+    stride: int = STRIDE,
+    fill: str = "blur",
+    score: str = "probability",
+    sigma: float = SMOOTH_SIGMA,
+    layout: str = LAYOUT,
+) -> Heatmap:
     """Occlusion sensitivity through one model run. `model` is a session.Classifier; class_index
     None means the class the model predicts for the image. score: "probability" or "log_odds"."""
     if score not in ("probability", "log_odds"):
@@ -162,9 +169,14 @@ def occlusion(
 
 
 def _occlusion_map(
-    probs: np.ndarray, c: int, patch: int = PATCH, stride: int = STRIDE, score: str = "probability",
-    sigma: float = SMOOTH_SIGMA, layout: str = LAYOUT,
-) -> Heatmap:  # fmt: skip
+    probs: np.ndarray,
+    c: int,
+    patch: int = PATCH,
+    stride: int = STRIDE,
+    score: str = "probability",
+    sigma: float = SMOOTH_SIGMA,
+    layout: str = LAYOUT,
+) -> Heatmap:
     """The map of class c from the probabilities of an occluded batch (row 0: the untouched image)."""
     s = log_odds(probs, c) if score == "log_odds" else probs[:, c].astype(np.float64)
     heat = normalise_map(smooth(np.maximum(spread(s[0] - s[1:], patch, stride, layout), 0.0), sigma))

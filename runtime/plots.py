@@ -24,8 +24,15 @@ def plot_confusion(confusion: np.ndarray, names, path: Path, title: str = "") ->
     for i in range(k):
         for j in range(k):
             if confusion[i, j]:
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rows[i, j] > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    int(confusion[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black",
+                )
     acc = np.diag(rows)
     bx.barh(range(k), acc, color="tab:blue")
     bx.set_yticks(range(k), names)

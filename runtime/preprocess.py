@@ -50,8 +50,18 @@ class ImageError(ValueError):
 # Which files count as images: one rule for predict's folders, training folders and the app
 
 IMAGE_SUFFIXES = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-)  # fmt: skip
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -15,8 +15,14 @@ from .contract import ContractError, ModelInfo
 from .cpu import default_threads, machine_busy
 from .providers import cuda_driver_present, cuda_failure_reason, duplicate_ort_warning, ort_build
 
-__all__ = ["Classifier", "Prediction", "ProviderError", "available_providers", "cuda_driver_present",
-           "default_model_path"]  # fmt: skip
+__all__ = [
+    "Classifier",
+    "Prediction",
+    "ProviderError",
+    "available_providers",
+    "cuda_driver_present",
+    "default_model_path",
+]
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
 MODEL_ENV = "CIFAR10_MODEL"
@@ -213,9 +219,7 @@ class Classifier:
         """Probabilities for any number of images, run in batches."""
         if len(pixels) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return np.concatenate(
-            [self.run(pixels[i : i + batch_size]).probs for i in range(0, len(pixels), batch_size)]
-        )
+        return np.concatenate([self.run(pixels[i : i + batch_size]).probs for i in range(0, len(pixels), batch_size)])
 
     def topk(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """[(class name, probability)] best first, for one row of probabilities."""
@@ -226,4 +230,3 @@ class Classifier:
     def is_uncertain(self, probs: np.ndarray) -> bool:
         t = self.info.uncertainty_threshold
         return t is not None and float(probs.max()) < t
-

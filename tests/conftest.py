@@ -82,8 +82,12 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """A batch file laid out like the official ones: {data: uint8 [N, 3072] (CHW), labels: [int]}."""
     flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    obj = {b"batch_label": b"synthetic", b"labels": [int(v) for v in labels], b"data": flat,
-           b"filenames": [f"img_{i}.png".encode() for i in range(len(images))]}  # fmt: skip
+    obj = {
+        b"batch_label": b"synthetic",
+        b"labels": [int(v) for v in labels],
+        b"data": flat,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
+    }
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=3)
 
@@ -115,8 +119,9 @@ def trained_run(tmp_path_factory, tiny_cifar) -> Path:
     from cifar10kit.train.trainer import make_config, train
 
     out = tmp_path_factory.mktemp("runs")
-    cfg = make_config("smoke", data_dir=str(tiny_cifar), out=str(out), name="tiny", epochs=2, subset=1000,
-                      batch_size=250)  # fmt: skip
+    cfg = make_config(
+        "smoke", data_dir=str(tiny_cifar), out=str(out), name="tiny", epochs=2, subset=1000, batch_size=250
+    )
     return train(cfg)
 
 
@@ -138,8 +143,7 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | N
     """Run `cifar10 ARGS` as a user would; returns the CompletedProcess (text)."""
     exe = shutil.which("cifar10", path=str(BIN)) or str(BIN / "cifar10")
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
-                          cwd=cwd)  # fmt: skip
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,9 +173,19 @@ def probe_probabilities(pixels: np.ndarray, outputs: int = 10) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def make_contract_model(path: Path, *, input_name="pixels", dtype="uint8", shape=("N", 32, 32, 3), outputs=10,
-                        output_name="probabilities", output_dtype="float", meta=None, drop=(),
-                        extra_input=False) -> Path:  # fmt: skip
+def make_contract_model(
+    path: Path,
+    *,
+    input_name="pixels",
+    dtype="uint8",
+    shape=("N", 32, 32, 3),
+    outputs=10,
+    output_name="probabilities",
+    output_dtype="float",
+    meta=None,
+    drop=(),
+    extra_input=False,
+) -> Path:
     """A tiny ONNX model that follows the contract unless told to break one thing.
 
     Its probabilities are `probe_probabilities(pixels)`: a black image gets 1/outputs for every class,

@@ -244,8 +244,15 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     b.add("truncated-no-iend.png", png[:-12], "ok", "truncated-tail", "IEND chunk missing", reference=ref)
     gif = encode(base, "GIF")
     gif_rgb = np.asarray(Image.open(io.BytesIO(gif)).convert("RGB"))  # GIF quantises the colours
-    b.add("truncated-no-trailer.gif", gif[:-1], "ok", "truncated-tail", "GIF trailer byte missing",
-          expected_rgb=gif_rgb, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+    b.add(
+        "truncated-no-trailer.gif",
+        gif[:-1],
+        "ok",
+        "truncated-tail",
+        "GIF trailer byte missing",
+        expected_rgb=gif_rgb,
+        tolerance=LOSSLESS_TOLERANCE,
+    )
 
     # -- corrupted inside ------------------------------------------------------------------------
     bad_crc = bytearray(png)
@@ -325,8 +332,14 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     write_constant_png(root / "huge-10000x10000.png", 10_000, 10_000, (200, 40, 40))
     b.add("huge-10000x10000.png", None, "error", "bomb", "real 100 MP PNG: over the 64 MP limit")
     write_constant_png(root / "large-8000x8000.png", 8_000, 8_000, (10, 200, 30))
-    b.add("large-8000x8000.png", None, "ok", "extreme-size", "real 64 MP PNG: at the limit, classified",
-          expected_rgb=(10, 200, 30))  # fmt: skip
+    b.add(
+        "large-8000x8000.png",
+        None,
+        "ok",
+        "extreme-size",
+        "real 64 MP PNG: at the limit, classified",
+        expected_rgb=(10, 200, 30),
+    )
     with open(root / "sparse-300MB.png", "wb") as f:
         f.write(png)
         f.truncate(300 << 20)  # sparse: no disk used
@@ -334,16 +347,34 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
 
     # -- extreme sizes -----------------------------------------------------------------------------
     one = Image.new("RGB", (1, 1), (12, 34, 56))
-    for ext, fmt in (("png", "PNG"), ("jpg", "JPEG"), ("gif", "GIF"), ("bmp", "BMP"), ("tif", "TIFF"),
-                     ("webp", "WEBP")):  # fmt: skip
-        b.add(f"1x1.{ext}", encode(one, fmt), "ok", "extreme-size", expected_rgb=(12, 34, 56),
-              tolerance=LOSSY_TOLERANCE.get(ext, 0.0))  # fmt: skip
+    for ext, fmt in (
+        ("png", "PNG"),
+        ("jpg", "JPEG"),
+        ("gif", "GIF"),
+        ("bmp", "BMP"),
+        ("tif", "TIFF"),
+        ("webp", "WEBP"),
+    ):
+        b.add(
+            f"1x1.{ext}",
+            encode(one, fmt),
+            "ok",
+            "extreme-size",
+            expected_rgb=(12, 34, 56),
+            tolerance=LOSSY_TOLERANCE.get(ext, 0.0),
+        )
     for w, h in ((1, 5000), (5000, 1), (2, 2), (31, 33), (33, 31), (100_000, 1)):
         img = Image.fromarray(np.full((h, w, 3), 77, np.uint8))
         b.add(f"size-{w}x{h}.png", encode(img, "PNG"), "ok", "extreme-size", expected_rgb=(77, 77, 77))
     big = Image.fromarray(np.kron(scene(40, 30), np.ones((100, 100, 1), np.uint8)))  # 4000x3000
-    b.add("photo-4000x3000.jpg", encode(big, "JPEG", quality=85), "ok", "extreme-size", expected_rgb=np.asarray(big),
-          tolerance=LOSSY_TOLERANCE["jpg"])  # fmt: skip
+    b.add(
+        "photo-4000x3000.jpg",
+        encode(big, "JPEG", quality=85),
+        "ok",
+        "extreme-size",
+        expected_rgb=np.asarray(big),
+        tolerance=LOSSY_TOLERANCE["jpg"],
+    )
 
     # -- colour modes, depths, frames --------------------------------------------------------------
     rgb = scene(48, 40, seed=3)
@@ -405,37 +436,89 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     pal_shown = palette_rgb(pal)
     pal_shown[np.asarray(pal) == 0] = 255  # index 0 is transparent: white
     for ext, fmt in (("png", "PNG"), ("gif", "GIF")):
-        b.add(f"palette-transparency.{ext}", encode(pal, fmt, transparency=0), "ok", "modes", expected_rgb=pal_shown,
-              tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+        b.add(
+            f"palette-transparency.{ext}",
+            encode(pal, fmt, transparency=0),
+            "ok",
+            "modes",
+            expected_rgb=pal_shown,
+            tolerance=LOSSLESS_TOLERANCE,
+        )
     keyed_grey = grey3(np.where(grey == grey[0, 0], 255, grey))
-    b.add("grey-colour-key.png", encode(modes["L"], "PNG", transparency=int(grey[0, 0])), "ok", "modes",
-          expected_rgb=keyed_grey, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+    b.add(
+        "grey-colour-key.png",
+        encode(modes["L"], "PNG", transparency=int(grey[0, 0])),
+        "ok",
+        "modes",
+        expected_rgb=keyed_grey,
+        tolerance=LOSSLESS_TOLERANCE,
+    )
     keyed_rgb = np.where((rgb == rgb[0, 0]).all(2, keepdims=True), np.uint8(255), rgb)
-    b.add("rgb-colour-key.png", encode(modes["RGB"], "PNG", transparency=tuple(int(v) for v in rgb[0, 0])), "ok",
-          "modes", expected_rgb=keyed_rgb, tolerance=LOSSLESS_TOLERANCE)  # fmt: skip
+    b.add(
+        "rgb-colour-key.png",
+        encode(modes["RGB"], "PNG", transparency=tuple(int(v) for v in rgb[0, 0])),
+        "ok",
+        "modes",
+        expected_rgb=keyed_rgb,
+        tolerance=LOSSLESS_TOLERANCE,
+    )
     clear = Image.new("RGBA", (40, 30), (255, 0, 0, 0))
     for ext, fmt in (("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF")):
-        b.add(f"fully-transparent.{ext}", encode(clear, fmt), "ok", "modes", "must come out as BACKGROUND",
-              expected_rgb=(255, 255, 255))  # fmt: skip
+        b.add(
+            f"fully-transparent.{ext}",
+            encode(clear, fmt),
+            "ok",
+            "modes",
+            "must come out as BACKGROUND",
+            expected_rgb=(255, 255, 255),
+        )
     # 16-bit RGB PNG (Pillow reads it as 8-bit RGB) written by hand.
     rgb16 = (rgb.astype(">u2") * 257).astype(">u2")
     raw16 = b"".join(b"\x00" + r.tobytes() for r in rgb16)
-    b.add("rgb-16bit.png", png_bytes(48, 40, zlib.compress(raw16), color_type=2, depth=16), "ok", "modes",
-          expected_rgb=rgb)  # fmt: skip
+    b.add(
+        "rgb-16bit.png",
+        png_bytes(48, 40, zlib.compress(raw16), color_type=2, depth=16),
+        "ok",
+        "modes",
+        expected_rgb=rgb,
+    )
     # Frames: animated GIF / WebP / APNG, multi-page TIFF (first frame is used), an IFD loop.
     frames = [Image.fromarray(scene(40, 30, seed=s)) for s in range(5)]
     first = np.asarray(frames[0])  # the first frame, whatever the others hold
     # GIF quantises each frame to 256 colours, hence the wider tolerance.
-    b.add("animated.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0), "ok", "frames",
-          expected_rgb=first, tolerance=6.0)  # fmt: skip
-    b.add("animated.webp", encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]), "ok", "frames",
-          expected_rgb=first, tolerance=LOSSY_TOLERANCE["webp"])  # fmt: skip
-    b.add("animated-apng.png", encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "ok", "frames",
-          expected_rgb=first)  # fmt: skip
-    b.add("multipage.tif", encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]), "ok", "frames",
-          expected_rgb=first)  # fmt: skip
-    b.add("ifd-loop.tif", tiff_ifd_loop(), "ok", "frames", "next-IFD pointer points at itself",
-          expected_rgb=scene(24, 16))  # fmt: skip
+    b.add(
+        "animated.gif",
+        encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0),
+        "ok",
+        "frames",
+        expected_rgb=first,
+        tolerance=6.0,
+    )
+    b.add(
+        "animated.webp",
+        encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+        "ok",
+        "frames",
+        expected_rgb=first,
+        tolerance=LOSSY_TOLERANCE["webp"],
+    )
+    b.add(
+        "animated-apng.png",
+        encode(frames[0], "PNG", save_all=True, append_images=frames[1:]),
+        "ok",
+        "frames",
+        expected_rgb=first,
+    )
+    b.add(
+        "multipage.tif",
+        encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+        "ok",
+        "frames",
+        expected_rgb=first,
+    )
+    b.add(
+        "ifd-loop.tif", tiff_ifd_loop(), "ok", "frames", "next-IFD pointer points at itself", expected_rgb=scene(24, 16)
+    )
 
     # -- EXIF orientation ------------------------------------------------------------------------
     shown = scene(120, 80, seed=7)
@@ -450,20 +533,44 @@ def build_corpus(dir: Path) -> list[Case]:  # noqa: A002 - the name the issue as
     exif[0x0112] = 6
     stored = Image.fromarray(np.ascontiguousarray(EXIF_STORE[6](shown)))
     b.add("exif-orientation-6.png", encode(stored, "PNG", exif=exif.tobytes()), "ok", "exif", reference=upright)
-    b.add("exif-orientation-6.webp", encode(stored, "WEBP", lossless=True, exif=exif.tobytes()), "ok", "exif",
-          reference=upright)  # fmt: skip
+    b.add(
+        "exif-orientation-6.webp",
+        encode(stored, "WEBP", lossless=True, exif=exif.tobytes()),
+        "ok",
+        "exif",
+        reference=upright,
+    )
     plain = encode(Image.fromarray(shown), "JPEG", quality=95)
     for o in (0, 9, 65535):
         exif = Image.Exif()
         exif[0x0112] = o
         data = encode(Image.fromarray(shown), "JPEG", quality=95, exif=exif.tobytes())
         b.add(f"exif-orientation-invalid-{o}.jpg", data, "ok", "exif", "ignored", reference=upright, tolerance=4.0)
-    b.add("exif-garbage.jpg", with_exif_app1(plain, b"Exif\x00\x00" + rng.bytes(300)), "ok", "exif",
-          "damaged EXIF block: image still readable", reference=upright, tolerance=4.0)  # fmt: skip
-    b.add("exif-bad-offset.jpg", with_exif_app1(plain, b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\x00"), "ok", "exif",
-          reference=upright, tolerance=4.0)  # fmt: skip
-    b.add("exif-huge-count.jpg", with_exif_app1(plain, b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + bytes(40)),
-          "ok", "exif", reference=upright, tolerance=4.0)  # fmt: skip
+    b.add(
+        "exif-garbage.jpg",
+        with_exif_app1(plain, b"Exif\x00\x00" + rng.bytes(300)),
+        "ok",
+        "exif",
+        "damaged EXIF block: image still readable",
+        reference=upright,
+        tolerance=4.0,
+    )
+    b.add(
+        "exif-bad-offset.jpg",
+        with_exif_app1(plain, b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\x00"),
+        "ok",
+        "exif",
+        reference=upright,
+        tolerance=4.0,
+    )
+    b.add(
+        "exif-huge-count.jpg",
+        with_exif_app1(plain, b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + bytes(40)),
+        "ok",
+        "exif",
+        reference=upright,
+        tolerance=4.0,
+    )
 
     # -- valid content, wrong or odd extension -------------------------------------------------------
     jpeg = encode(base, "JPEG", quality=95)

@@ -85,8 +85,10 @@ def test_fit_calibration_needs_enough_labels():
     notes = []
     assert fit_calibration(logits[:-1], labels[:-1], log=notes.append) == {}
     assert fit_calibration(logits, None, log=notes.append) == {}
-    assert notes == [f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have 499",
-                     f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have 0"]  # fmt: skip
+    assert notes == [
+        f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have 499",
+        f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have 0",
+    ]
     assert MIN_CALIBRATION_IMAGES == 500
     assert fit_calibration(logits, labels, log=notes.append)["fit_images"] == 250  # exactly 500 is enough
 

@@ -25,9 +25,17 @@ def _net_and_optimiser():
 def _model_fields(net, **over):
     from cifar10kit.runtime import contract as C
 
-    fields = dict(widths=net.widths, class_names=CLASSES, mean=C.CIFAR10_MEAN, std=C.CIFAR10_STD,
-                  dataset="CIFAR-10", model=net.state_dict(), config={"preset": "smoke", "seed": 3},
-                  test_acc=0.5, tta="flip")  # fmt: skip
+    fields = dict(
+        widths=net.widths,
+        class_names=CLASSES,
+        mean=C.CIFAR10_MEAN,
+        std=C.CIFAR10_STD,
+        dataset="CIFAR-10",
+        model=net.state_dict(),
+        config={"preset": "smoke", "seed": 3},
+        test_acc=0.5,
+        tta="flip",
+    )
     return {**fields, **over}
 
 
@@ -39,8 +47,15 @@ def test_training_state_round_trip(tmp_path):
     net, opt = _net_and_optimiser()
     history = [{"epoch": 1, "train_loss": 2.0, "test_acc": None}]
     path = tmp_path / "last.pt"
-    ck.save_training_state(path, config={"widths": (8, 16, 16), "seed": 1}, epoch=1, model=net.state_dict(),
-                           sgd=opt.state_dict(), muon=opt.state_dict(), history=history)  # fmt: skip
+    ck.save_training_state(
+        path,
+        config={"widths": (8, 16, 16), "seed": 1},
+        epoch=1,
+        model=net.state_dict(),
+        sgd=opt.state_dict(),
+        muon=opt.state_dict(),
+        history=history,
+    )
     raw = torch.load(path, weights_only=True)
     assert tuple(raw) == ck.TRAINING_STATE_KEYS  # the keys runs in progress already have
     state = ck.load_training_state(path)
@@ -81,12 +96,26 @@ def test_files_written_before_the_module_existed_still_load(tmp_path):
 
     net, opt = _net_and_optimiser()
     cfg = dataclasses.asdict(make_config("smoke", widths=(8, 16, 16)))
-    torch.save(dict(config=cfg, epoch=2, model=net.state_dict(), sgd=opt.state_dict(), muon=opt.state_dict(),
-                    history=[]), tmp_path / "last.pt")  # fmt: skip
-    torch.save(dict(format="cifar10kit-checkpoint", arch="airnet", widths=[8, 16, 16], class_names=list(CLASSES),
-                    mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], dataset="CIFAR-10",
-                    model=net.state_dict(), config=cfg, test_acc=0.4, tta="translate"),
-               tmp_path / "model.pt")  # fmt: skip
+    torch.save(
+        dict(config=cfg, epoch=2, model=net.state_dict(), sgd=opt.state_dict(), muon=opt.state_dict(), history=[]),
+        tmp_path / "last.pt",
+    )
+    torch.save(
+        dict(
+            format="cifar10kit-checkpoint",
+            arch="airnet",
+            widths=[8, 16, 16],
+            class_names=list(CLASSES),
+            mean=[125.3, 123.0, 113.9],
+            std=[63.0, 62.1, 66.7],
+            dataset="CIFAR-10",
+            model=net.state_dict(),
+            config=cfg,
+            test_acc=0.4,
+            tta="translate",
+        ),
+        tmp_path / "model.pt",
+    )
     assert ck.load_training_state(tmp_path / "last.pt")["epoch"] == 2
     assert ck.resolve_checkpoint(tmp_path) == tmp_path / "model.pt"
     assert ck.load_model(tmp_path / "model.pt")[1]["tta"] == "translate"

@@ -78,8 +78,19 @@ def bad_checkpoints(tmp_path_factory, trained_run):
     return out, marker
 
 
-CKPT_OK_ERRORS = ["foreign-dict", "other-widths", "other-classes", "tensor-top-level", "truncated", "random", "evil",
-                  "evil-legacy", "missing-widths", "two-widths", "empty"]  # fmt: skip
+CKPT_OK_ERRORS = [
+    "foreign-dict",
+    "other-widths",
+    "other-classes",
+    "tensor-top-level",
+    "truncated",
+    "random",
+    "evil",
+    "evil-legacy",
+    "missing-widths",
+    "two-widths",
+    "empty",
+]
 
 
 @pytest.mark.parametrize(
@@ -136,8 +147,12 @@ def test_atomic_save_survives_sigkill(tmp_path):
     rng = random.Random(1234)
     kills, last_n, leftovers = 7, 0, []
     for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(target), str(last_n)], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(target), str(last_n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         first = proc.stdout.readline()  # one complete save, then a random moment
         assert first.strip(), "saver did not start"
         time.sleep(rng.uniform(0.0, 0.4))
@@ -162,8 +177,9 @@ def test_atomic_save_survives_sigkill(tmp_path):
 def test_atomic_save_cleans_up_on_interrupt(tmp_path):
     """SIGINT (Ctrl+C) is an exception in Python: the temporary file is removed."""
     target = tmp_path / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(target), "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(target), "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     assert proc.stdout.readline().strip()
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

@@ -63,8 +63,9 @@ def test_every_variant_gives_the_same_answers_in_other_runtimes(
     from cifar10kit.export.exporter import export
 
     path = tmp_path / f"{precision}-{tta}.onnx"
-    result = export(trained_run, path, data_dir=str(tiny_cifar), tta=tta, precision=precision, max_drop=0.2,
-                    log=lambda *_: None)  # fmt: skip
+    result = export(
+        trained_run, path, data_dir=str(tiny_cifar), tta=tta, precision=precision, max_drop=0.2, log=lambda *_: None
+    )
     checked = result["conformance"]  # the exporter's own check, on the verification images
     assert checked["error"] is None and checked["agreement"] >= conformance.MIN_AGREEMENT
     assert any(o.domain in ("", "ai.onnx") and o.version == C.OPSET for o in onnx.load(str(path)).opset_import)

@@ -31,14 +31,27 @@ GOOD = {
 
 
 def test_metadata_round_trip_every_key():
-    meta = {**GOOD, C.KEY_TEST_SET: "CIFAR-10 test batch, 10000 images", C.KEY_CHECKPOINT_SHA256: "ab" * 32,
-            C.KEY_RECIPE: json.dumps({"preset": "fast", "epochs": 11}), C.KEY_SEED: "7", C.KEY_TTA: "flip",
-            C.KEY_THRESHOLD: "0.4321", C.KEY_EXPORTER: "cifar10kit 0.1.0", C.KEY_PRECISION: "int8",
-            C.KEY_GFLOP_PER_IMAGE: "1.2340", C.KEY_TEMPERATURE: "0.4960"}  # fmt: skip
+    meta = {
+        **GOOD,
+        C.KEY_TEST_SET: "CIFAR-10 test batch, 10000 images",
+        C.KEY_CHECKPOINT_SHA256: "ab" * 32,
+        C.KEY_RECIPE: json.dumps({"preset": "fast", "epochs": 11}),
+        C.KEY_SEED: "7",
+        C.KEY_TTA: "flip",
+        C.KEY_THRESHOLD: "0.4321",
+        C.KEY_EXPORTER: "cifar10kit 0.1.0",
+        C.KEY_PRECISION: "int8",
+        C.KEY_GFLOP_PER_IMAGE: "1.2340",
+        C.KEY_TEMPERATURE: "0.4960",
+    }
     info = ModelInfo.from_metadata(meta, "m.onnx", has_cam=True)
     assert info.class_names == ("cat", "dog") and info.num_classes == 2
     assert (info.architecture, info.dataset, info.version, info.created) == (
-        "airnet-8-16-16", "CIFAR-10", "0.1.0", "2026-01-01T00:00:00Z")  # fmt: skip
+        "airnet-8-16-16",
+        "CIFAR-10",
+        "0.1.0",
+        "2026-01-01T00:00:00Z",
+    )
     assert info.test_accuracy == 0.9501 and info.input_layout == C.INPUT_LAYOUT and info.contract_version == "1"
     assert info.test_set == "CIFAR-10 test batch, 10000 images" and info.checkpoint_sha256 == "ab" * 32
     assert info.recipe == {"preset": "fast", "epochs": 11} and info.seed == 7 and info.tta == "flip"
@@ -109,7 +122,7 @@ BREACHES = {
     "class-count": (
         {"meta": {C.KEY_CLASS_NAMES: json.dumps(list(CLASSES[:5]))}},
         "10 output columns but 5 class names in metadata",
-    ),  # fmt: skip
+    ),
     "class-names-not-json": ({"meta": {C.KEY_CLASS_NAMES: "cat,dog"}}, "class_names is not JSON"),
     "class-names-empty": ({"meta": {C.KEY_CLASS_NAMES: "[]"}}, "class_names must be a non-empty"),
     "accuracy-not-number": ({"meta": {C.KEY_TEST_ACCURACY: "high"}}, "test_accuracy is not a number"),
@@ -163,8 +176,9 @@ def test_bad_model_raises_contract_error(bad_models, kind):
     assert str(e.value).startswith(str(path)) and needle in str(e.value), str(e.value)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "nchw-shape", "float-input", "no-metadata", "contract-v2",
-                                  "class-count", "missing"])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind", ["truncated", "nchw-shape", "float-input", "no-metadata", "contract-v2", "class-count", "missing"]
+)
 def test_predict_with_bad_model_is_a_one_line_error(bad_models, hostile_corpus, kind):
     root, _ = hostile_corpus
     path, needle = bad_models[kind]

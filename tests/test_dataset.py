@@ -172,7 +172,7 @@ def test_labels_from_zero_to_the_last_class_are_accepted(tmp_path):
         ([0, 10, 3], None, "labels must be 0..9, found 0..10"),
         ([5, -1, 9], None, "labels must be 0..9, found -1..9"),
         ([0, 1, 3], ("a", "b", "c"), "labels must be 0..2, found 0..3"),
-    ],  # fmt: skip
+    ],
 )
 def test_labels_outside_the_class_list_are_refused(tmp_path, labels, names, found):
     root = _batch_with_labels(tmp_path, labels, names)
@@ -205,7 +205,7 @@ def test_corrupt_and_malicious_batches(tmp_path):
         "float-data": pickle.dumps({b"data": np.zeros((20, 3072), np.float32), b"labels": list(range(20))}, 3),
         "fortran-data": pickle.dumps(
             {b"data": np.asfortranarray(np.zeros((20, 3072), np.uint8)), b"labels": list(range(20))}, 3
-        ),  # fmt: skip
+        ),
         "label-count": pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 3}, 3),
     }
     for protocol in (0, 1, 2, 3, 4, 5):

@@ -63,8 +63,14 @@ def _two_process_worker(rank: int, port: int, out: str) -> None:
 
     from cifar10kit.train import distributed
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     d, device = distributed.setup("cpu", threads=1)
     x, y = _global_batch()
     # Process 1 initialises its whitening from other images: the broadcast must overwrite it.
@@ -80,8 +86,10 @@ def _two_process_worker(rank: int, port: int, out: str) -> None:
             model.head.weight[0, 0] += 1e-6
     noticed = not distributed.replicas_identical(d, model, device)
     if rank == 0:
-        torch.save(dict(grads=grads, state=model.state_dict(), same=[same_after_broadcast, same_after_step],
-                        noticed=noticed), out)  # fmt: skip
+        torch.save(
+            dict(grads=grads, state=model.state_dict(), same=[same_after_broadcast, same_after_step], noticed=noticed),
+            out,
+        )
     distributed.teardown(d)
 
 
@@ -117,22 +125,42 @@ def test_one_distributed_step_equals_the_single_process_step(tmp_path):
     assert got["same"] == [True, True] and got["noticed"]
     assert got["grads"].keys() == grads.keys()
     for name, g in grads.items():
-        np.testing.assert_allclose(got["grads"][name].numpy(), g.numpy(), rtol=1e-4, atol=1e-4 * g.abs().max().item(),
-                                   err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            got["grads"][name].numpy(), g.numpy(), rtol=1e-4, atol=1e-4 * g.abs().max().item(), err_msg=name
+        )
     # Weights after the step and BatchNorm statistics. Muon orthogonalises conv filters' updates in
     # bf16 (3 Newton-Schulz steps): last-bit gradient differences flip bf16 roundings and move a few
     # weights by up to ~1% of lr (measured 2.8e-3). SGD-updated weights and statistics stay close.
     for name, value in model.state_dict().items():
         atol = 5e-3 if value.ndim == 4 and "whiten" not in name else 1e-5
-        np.testing.assert_allclose(got["state"][name].float().numpy(), value.float().numpy(), rtol=1e-4, atol=atol,
-                                   err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            got["state"][name].float().numpy(), value.float().numpy(), rtol=1e-4, atol=atol, err_msg=name
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # Whole runs: `cifar10 train --nproc 2` on tiny data (crop epochs and robustness augmentation on)
 
-RUN = ["--preset", "smoke", "--epochs", "4", "--subset", "1000", "--batch-size", "100", "--crop-epochs", "1",
-       "--robust", "0.3", "--tta", "none", "--device", "cpu", "--threads", "1"]  # fmt: skip
+RUN = [
+    "--preset",
+    "smoke",
+    "--epochs",
+    "4",
+    "--subset",
+    "1000",
+    "--batch-size",
+    "100",
+    "--crop-epochs",
+    "1",
+    "--robust",
+    "0.3",
+    "--tta",
+    "none",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 
 
 def _losses(run_dir) -> list[float]:
@@ -158,8 +186,20 @@ def test_two_processes_follow_the_single_process_loss_curve(two_process_run, tin
     assert "2 processes (gloo)" in stdout and "weights bit-identical in all 2 processes after every epoch" in stdout
     assert {"last.pt", "model.pt", "summary.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
 
-    cfg = make_config("smoke", data_dir=str(tiny_cifar), out=str(tmp_path), name="one", epochs=4, subset=1000,
-                      batch_size=100, crop_epochs=1, robust=0.3, tta="none", device="cpu", threads=1)  # fmt: skip
+    cfg = make_config(
+        "smoke",
+        data_dir=str(tiny_cifar),
+        out=str(tmp_path),
+        name="one",
+        epochs=4,
+        subset=1000,
+        batch_size=100,
+        crop_epochs=1,
+        robust=0.3,
+        tta="none",
+        device="cpu",
+        threads=1,
+    )
     one, two = _losses(train(cfg)), _losses(run_dir)
     # The same recipe up to float rounding, which Muon's bf16 steps and high learning rates amplify
     # over the epochs. Measured: 0.04%, 2.1%, 2.8%, 0.1% per epoch; two single-process runs that
@@ -187,8 +227,19 @@ def test_kill_9_of_a_two_process_run_resumes(two_process_run, tiny_cifar, tmp_pa
     import torch
 
     run_dir = tmp_path / "killed"
-    command = [str(BIN / "cifar10"), "train", "--nproc", "2", *RUN, "--data-dir", str(tiny_cifar), "--out",
-               str(tmp_path), "--name", "killed"]  # fmt: skip
+    command = [
+        str(BIN / "cifar10"),
+        "train",
+        "--nproc",
+        "2",
+        *RUN,
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "killed",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while not (run_dir / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -223,8 +274,23 @@ def test_every_gpu_trains_one_process(tiny_cifar, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     n = torch.cuda.device_count()
-    result = cli("train", "--nproc", str(n), "--preset", "smoke", "--device", "cuda", "--data-dir", str(tiny_cifar),
-                 "--out", str(tmp_path), "--name", "gpus", "--epochs", "2")  # fmt: skip
+    result = cli(
+        "train",
+        "--nproc",
+        str(n),
+        "--preset",
+        "smoke",
+        "--device",
+        "cuda",
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "gpus",
+        "--epochs",
+        "2",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "CUDA" in result.stdout and (n == 1 or f"{n} processes (nccl)" in result.stdout)
     assert (tmp_path / "gpus" / "model.pt").exists()

@@ -15,8 +15,21 @@ pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra
 
 
 def test_train_export_predict_evaluate(tiny_cifar, tmp_path):
-    train = cli("train", "--preset", "smoke", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "runs"),
-                "--name", "e2e", "--epochs", "1", "--subset", "1000")  # fmt: skip
+    train = cli(
+        "train",
+        "--preset",
+        "smoke",
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        "e2e",
+        "--epochs",
+        "1",
+        "--subset",
+        "1000",
+    )
     assert train.returncode == 0, train.stderr
     run = tmp_path / "runs" / "e2e"
     assert (run / "model.pt").exists() and "export it with" in train.stdout

@@ -77,9 +77,15 @@ def test_report_by_hand():
     assert r.per_class == {"a": 1.0, "b": 0.0, "c": 0.5}
     assert r.ece == pytest.approx(abs(0.5 - 0.8))
     out = r.as_json()
-    assert out == {"n": 4, "accuracy": 0.5, "per_class_accuracy": {"a": 1.0, "b": 0.0, "c": 0.5},
-                   "confusion": [[1, 0, 0], [0, 0, 1], [0, 1, 1]], "ece": r.ece, "class_names": ["a", "b", "c"],
-                   "skipped": 1}  # fmt: skip
+    assert out == {
+        "n": 4,
+        "accuracy": 0.5,
+        "per_class_accuracy": {"a": 1.0, "b": 0.0, "c": 0.5},
+        "confusion": [[1, 0, 0], [0, 0, 1], [0, 1, 1]],
+        "ece": r.ece,
+        "class_names": ["a", "b", "c"],
+        "skipped": 1,
+    }
     json.dumps(out)  # plain types only
 
 
@@ -201,8 +207,9 @@ def test_evaluate_folder_skips_hostile_files(tmp_path, probe, hostile_corpus):
     shutil.copyfile(root / "truncated-50pct.png", cat / "broken.png")
     if hasattr(os, "mkfifo"):
         os.mkfifo(cat / "pipe.png")
-    proc = cli("evaluate", "--model", str(probe), "--provider", "cpu", "--folder", str(tmp_path / "f"), "--json",
-               timeout=120)  # fmt: skip
+    proc = cli(
+        "evaluate", "--model", str(probe), "--provider", "cpu", "--folder", str(tmp_path / "f"), "--json", timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["n"] == 1 and out["skipped"] == 2 and out["class_names"] == list(CLASSES)

@@ -116,13 +116,16 @@ def test_train_and_export_without_extra_say_how_to_install(tmp_path):
     import sys
 
     # A child interpreter where `import torch` fails, as on a plain install.
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None;"
-            "import importlib.util as u; real = u.find_spec;"
-            "u.find_spec = lambda n, *a: None if n in ('torch', 'torchvision') else real(n, *a);"
-            "from cifar10kit.main import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None;"
+        "import importlib.util as u; real = u.find_spec;"
+        "u.find_spec = lambda n, *a: None if n in ('torch', 'torchvision') else real(n, *a);"
+        "from cifar10kit.main import main; sys.exit(main(sys.argv[1:]))"
+    )
     for cmd in (["train"], ["export", "x.pt", "-o", "y.onnx"]):
-        r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=tmp_path,
-                           env={**os.environ})  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=tmp_path, env={**os.environ}
+        )
         assert r.returncode != 0
         assert "pip install 'cifar10kit[train]'" in r.stderr and "Traceback" not in r.stderr
 
@@ -161,8 +164,12 @@ def test_int8_and_fp16_variants(trained_run, tmp_path, tiny_cifar):
 
     quiet = dict(data_dir=str(tiny_cifar), log=lambda *_: None, max_drop=0.2)
     files = {}
-    for name, tta, precision in [("fp32", "none", "fp32"), ("int8", "none", "int8"),
-                                 ("int8-tta", "translate", "int8"), ("fp16", "none", "fp16")]:  # fmt: skip
+    for name, tta, precision in [
+        ("fp32", "none", "fp32"),
+        ("int8", "none", "int8"),
+        ("int8-tta", "translate", "int8"),
+        ("fp16", "none", "fp16"),
+    ]:
         files[name] = tmp_path / f"{name}.onnx"
         result = export(trained_run, files[name], tta=tta, precision=precision, **quiet)
         assert result["metadata"][C.KEY_PRECISION] == precision and result["metadata"][C.KEY_TTA] == tta
@@ -222,8 +229,10 @@ def test_calibration_maths_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None;"
-            "from cifar10kit.export.calibrate import fit_temperature, uncertainty_threshold, softmax;"
-            "import numpy as np; assert abs(softmax(np.array([[0.0, 1.0]]), 0.5).sum() - 1) < 1e-12")  # fmt: skip
+    code = (
+        "import sys; sys.modules['torch'] = None;"
+        "from cifar10kit.export.calibrate import fit_temperature, uncertainty_threshold, softmax;"
+        "import numpy as np; assert abs(softmax(np.array([[0.0, 1.0]]), 0.5).sum() - 1) < 1e-12"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -11,10 +11,22 @@ from conftest import REPO, needs_torch
 
 @needs_torch
 def test_gpu_check_dry_run_reports_every_step(tiny_cifar, tmp_path):
-    env = {**os.environ, "CIFAR10_DATA": str(tiny_cifar), "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
-           "INSTALL": "0", "AIRBENCH_ANCHOR": ""}  # fmt: skip
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    env = {
+        **os.environ,
+        "CIFAR10_DATA": str(tiny_cifar),
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "INSTALL": "0",
+        "AIRBENCH_ANCHOR": "",
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     report = (tmp_path / "out" / "gpu_check.txt").read_text()
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     assert proc.returncode == 0, report + log[-3000:]

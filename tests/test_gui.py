@@ -558,9 +558,13 @@ def test_app_never_imports_torch_and_starts_fast(display, gui_model, image_dir, 
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "DISPLAY": display},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     ready = float(proc.stdout.split("READY")[1])
     # The target is 1.5 s on an idle machine; the bound leaves room for a busy CI box.
@@ -572,7 +576,11 @@ def test_main_without_a_display_fails_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     proc = subprocess.run(
         [sys.executable, "-c", "import sys, cifar10kit.gui.app as g; sys.exit(g.main())"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 1
     assert "cannot open a window" in proc.stderr and "Traceback" not in proc.stderr

@@ -112,12 +112,27 @@ def test_collect_files_folders_globs_and_misses(tmp_path):
     (tmp_path / "empty").mkdir()
     os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
     errors: list[Result] = []
-    got = collect([str(tmp_path / "a"), str(tmp_path / "top.bmp"), str(tmp_path / "dangling.png"),
-                   str(tmp_path / "*.bmp"), str(tmp_path / "empty"), str(tmp_path / "nothing*.png"),
-                   str(tmp_path / "missing.png")], errors)  # fmt: skip
+    got = collect(
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "top.bmp"),
+            str(tmp_path / "dangling.png"),
+            str(tmp_path / "*.bmp"),
+            str(tmp_path / "empty"),
+            str(tmp_path / "nothing*.png"),
+            str(tmp_path / "missing.png"),
+        ],
+        errors,
+    )
     a = tmp_path / "a"
-    assert got == [a / "1.JPG", a / "2.png", a / "deep" / "3.webp", tmp_path / "top.bmp", tmp_path / "dangling.png",
-                   tmp_path / "top.bmp"]  # fmt: skip
+    assert got == [
+        a / "1.JPG",
+        a / "2.png",
+        a / "deep" / "3.webp",
+        tmp_path / "top.bmp",
+        tmp_path / "dangling.png",
+        tmp_path / "top.bmp",
+    ]
     assert [e.error for e in errors] == [
         f"{tmp_path / 'empty'}: folder holds no images",
         f"{tmp_path / 'nothing*.png'}: pattern matches no files",
@@ -148,8 +163,19 @@ def test_predict_json_and_csv_carry_uncertain(models, images, tmp_path):
     order = ["black", "white", "mid", "broken"]
     for model, want in ((models["half"], [True, False, True, False]), (models["edge"], [True, False, False, False])):
         out = tmp_path / "r.csv"
-        proc = cli("predict", *(str(images[n]) for n in order), "--model", str(model), "--provider", "cpu",
-                   "--json", "--csv", str(out), "-k", "2")  # fmt: skip
+        proc = cli(
+            "predict",
+            *(str(images[n]) for n in order),
+            "--model",
+            str(model),
+            "--provider",
+            "cpu",
+            "--json",
+            "--csv",
+            str(out),
+            "-k",
+            "2",
+        )
         assert proc.returncode == 1, proc.stderr  # one input failed
         rows = [json.loads(line) for line in proc.stdout.splitlines()]
         assert [r["path"] for r in rows] == [str(images[n]) for n in order]
@@ -158,8 +184,9 @@ def test_predict_json_and_csv_carry_uncertain(models, images, tmp_path):
         table = list(csv.DictReader(out.open(encoding="utf-8")))
         assert [r["uncertain"] for r in table] == ["true" if u else "false" for u in want]
         assert [r["path"] for r in table] == [str(images[n]) for n in order]
-    text = cli("predict", str(images["black"]), str(images["white"]), "--model", str(models["half"]),
-               "--provider", "cpu")  # fmt: skip
+    text = cli(
+        "predict", str(images["black"]), str(images["white"]), "--model", str(models["half"]), "--provider", "cpu"
+    )
     black, white = text.stdout.splitlines()
     assert "(uncertain: none of these?)" in black and "uncertain" not in white
 
@@ -168,13 +195,31 @@ def test_predict_corpus_folder(hostile_corpus, models):
     """Every scanned file of the hostile corpus gets exactly one JSON line; bad ones an error naming
     the file, good ones a label. Peak memory stays bounded (the 64 MP image is in there)."""
     root, cases = hostile_corpus
-    wrapper = ("import resource, subprocess, sys\np = subprocess.run(sys.argv[1:])\n"
-               "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
-               "sys.exit(p.returncode)\n")  # fmt: skip
+    wrapper = (
+        "import resource, subprocess, sys\np = subprocess.run(sys.argv[1:])\n"
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(p.returncode)\n"
+    )
     exe = shutil.which("cifar10", path=str(BIN)) or str(BIN / "cifar10")
-    proc = subprocess.run([sys.executable, "-c", wrapper, exe, "predict", str(root), "--json", "--model",
-                           str(models["half"]), "--provider", "cpu"], capture_output=True, text=True,
-                          timeout=PREDICT_TIMEOUT_S, errors="surrogateescape")  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            wrapper,
+            exe,
+            "predict",
+            str(root),
+            "--json",
+            "--model",
+            str(models["half"]),
+            "--provider",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PREDICT_TIMEOUT_S,
+        errors="surrogateescape",
+    )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
     rss_mb = int(re.search(r"MAXRSS_KB (\d+)", proc.stderr).group(1)) / 1024
@@ -205,8 +250,17 @@ def test_predict_text_output_with_undecodable_names(hostile_corpus, models, tmp_
     folder.mkdir()
     for name in (b"caf\xe9.png", b"ok.png"):
         shutil.copyfile(root / "reference.png", folder / os.fsdecode(name))
-    proc = cli("predict", str(folder), "--model", str(models["half"]), "--provider", "cpu",
-               "--csv", str(tmp_path / "out.csv"), env={"PYTHONIOENCODING": "utf-8"})  # fmt: skip
+    proc = cli(
+        "predict",
+        str(folder),
+        "--model",
+        str(models["half"]),
+        "--provider",
+        "cpu",
+        "--csv",
+        str(tmp_path / "out.csv"),
+        env={"PYTHONIOENCODING": "utf-8"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stdout.splitlines()) == 2
     assert len(list(csv.reader((tmp_path / "out.csv").open(encoding="utf-8", errors="surrogateescape")))) == 3

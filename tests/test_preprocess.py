@@ -58,8 +58,13 @@ class _Worker:
     """prepare() in a child process: a crash kills only the child, a hang is cut off by a timeout."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -423,8 +428,12 @@ def test_any_mode_and_size_gives_the_model_input(mode, w, h, seed):
 
 
 @settings(max_examples=30, deadline=None, database=None)
-@given(mode=st.sampled_from(("L", "LA", "P", "RGB", "RGBA", "I;16", "1")), w=st.integers(1, 200),
-       h=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))  # fmt: skip
+@given(
+    mode=st.sampled_from(("L", "LA", "P", "RGB", "RGBA", "I;16", "1")),
+    w=st.integers(1, 200),
+    h=st.integers(1, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_any_mode_and_size_through_a_file(tmp_path_factory, mode, w, h, seed):
     path = tmp_path_factory.mktemp("prop") / f"x-{mode.replace(';', '')}.png"
     random_image(mode, w, h, seed).save(path)

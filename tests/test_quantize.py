@@ -17,8 +17,9 @@ def test_int8_variant_that_loses_too_much_is_refused(trained_run, tmp_path, tiny
 
     out = tmp_path / "int8.onnx"
     with pytest.raises(ExportError) as e:
-        export(trained_run, out, data_dir=str(tiny_cifar), tta="none", precision="int8", max_drop=-1.0,
-               log=lambda *_: None)  # fmt: skip
+        export(
+            trained_run, out, data_dir=str(tiny_cifar), tta="none", precision="int8", max_drop=-1.0, log=lambda *_: None
+        )
     message = str(e.value)
     assert message.startswith(f"refusing to write {out}: int8 loses ") and message.endswith("(limit -100.00%)")
     assert not out.exists()

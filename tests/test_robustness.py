@@ -72,8 +72,20 @@ def test_json_holds_every_family_and_severity(model, test_set):
 
 def test_robustness_command_prints_writes_json_and_plots(trained_model, tiny_cifar, tmp_path):
     plot = tmp_path / "robustness.png"
-    args = ["robustness", "--model", str(trained_model), "--data-dir", str(tiny_cifar), "--limit", "60",
-            "--families", "jpeg", "pixelate", "--provider", "cpu"]  # fmt: skip
+    args = [
+        "robustness",
+        "--model",
+        str(trained_model),
+        "--data-dir",
+        str(tiny_cifar),
+        "--limit",
+        "60",
+        "--families",
+        "jpeg",
+        "pixelate",
+        "--provider",
+        "cpu",
+    ]
     text = cli(*args, "--plot", str(plot), "--compare", str(trained_model))
     assert text.returncode == 0, text.stderr
     assert "jpeg" in text.stdout and "pixelate" in text.stdout and "mean corruption accuracy" in text.stdout

@@ -77,8 +77,15 @@ def test_predict_json_lines(trained_model, images_dir):
 
 def test_predict_table_csv_and_globs(trained_model, images_dir, tmp_path):
     out = tmp_path / "r.csv"
-    r = cli("predict", str(images_dir / "*.png"), str(images_dir / "*.bmp"), "--model", str(trained_model),
-            "--csv", str(out))  # fmt: skip
+    r = cli(
+        "predict",
+        str(images_dir / "*.png"),
+        str(images_dir / "*.bmp"),
+        "--model",
+        str(trained_model),
+        "--csv",
+        str(out),
+    )
     lines = r.stdout.splitlines()
     assert r.returncode == 1 and any("broken.png: ERROR" in e for e in r.stderr.splitlines())
     rows = list(csv.DictReader(out.open()))
@@ -154,7 +161,7 @@ import cifar10kit.runtime.session, cifar10kit.runtime.predict, cifar10kit.runtim
 import cifar10kit.runtime.heatmap, cifar10kit.runtime.bench, cifar10kit.main
 import cifar10kit.gui.app
 from cifar10kit.main import main
-rc = main(['predict', {str(images_dir / 'sub')!r}, '--model', {str(trained_model)!r}, '--json'])
+rc = main(['predict', {str(images_dir / "sub")!r}, '--model', {str(trained_model)!r}, '--json'])
 assert rc == 0, rc
 assert sys.modules['torch'] is None
 print('torch-free ok')

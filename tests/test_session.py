@@ -39,21 +39,36 @@ def _meta(**extra: str) -> dict[str, str]:
 
 def test_every_metadata_key_has_a_typed_field():
     keys_to_fields = {
-        contract.KEY_CLASS_NAMES: "class_names", contract.KEY_INPUT_LAYOUT: "input_layout",
-        contract.KEY_ARCHITECTURE: "architecture", contract.KEY_DATASET: "dataset",
-        contract.KEY_TEST_ACCURACY: "test_accuracy", contract.KEY_VERSION: "version",
-        contract.KEY_CREATED: "created", contract.KEY_CONTRACT: "contract_version",
-        contract.KEY_THRESHOLD: "uncertainty_threshold", contract.KEY_GFLOP_PER_IMAGE: "gflop_per_image",
-    }  # fmt: skip
+        contract.KEY_CLASS_NAMES: "class_names",
+        contract.KEY_INPUT_LAYOUT: "input_layout",
+        contract.KEY_ARCHITECTURE: "architecture",
+        contract.KEY_DATASET: "dataset",
+        contract.KEY_TEST_ACCURACY: "test_accuracy",
+        contract.KEY_VERSION: "version",
+        contract.KEY_CREATED: "created",
+        contract.KEY_CONTRACT: "contract_version",
+        contract.KEY_THRESHOLD: "uncertainty_threshold",
+        contract.KEY_GFLOP_PER_IMAGE: "gflop_per_image",
+    }
     fields = {f.name for f in __import__("dataclasses").fields(ModelInfo)}
     for key in contract.REQUIRED_KEYS + contract.OPTIONAL_KEYS:
         assert keys_to_fields.get(key, key) in fields, key
-    info = ModelInfo.from_metadata(_meta(**{
-        contract.KEY_RECIPE: json.dumps({"preset": "fast", "epochs": 3}), contract.KEY_SEED: "7",
-        contract.KEY_TTA: "flip", contract.KEY_THRESHOLD: "0.4", contract.KEY_PRECISION: "int8",
-        contract.KEY_GFLOP_PER_IMAGE: "0.35", contract.KEY_TEMPERATURE: "0.5", contract.KEY_TEST_SET: "pets test",
-        contract.KEY_CHECKPOINT_SHA256: "ab" * 32, contract.KEY_EXPORTER: "cifar10kit 9.9",
-    }))  # fmt: skip
+    info = ModelInfo.from_metadata(
+        _meta(
+            **{
+                contract.KEY_RECIPE: json.dumps({"preset": "fast", "epochs": 3}),
+                contract.KEY_SEED: "7",
+                contract.KEY_TTA: "flip",
+                contract.KEY_THRESHOLD: "0.4",
+                contract.KEY_PRECISION: "int8",
+                contract.KEY_GFLOP_PER_IMAGE: "0.35",
+                contract.KEY_TEMPERATURE: "0.5",
+                contract.KEY_TEST_SET: "pets test",
+                contract.KEY_CHECKPOINT_SHA256: "ab" * 32,
+                contract.KEY_EXPORTER: "cifar10kit 9.9",
+            }
+        )
+    )
     assert info.class_names == ("cat", "dog") and info.test_accuracy == 0.75
     assert info.recipe == {"preset": "fast", "epochs": 3} and info.seed == 7 and info.tta == "flip"
     assert info.uncertainty_threshold == info.threshold == 0.4 and info.precision == "int8"
@@ -64,9 +79,15 @@ def test_every_metadata_key_has_a_typed_field():
 
 @pytest.mark.parametrize(
     "key,value",
-    [(contract.KEY_TEMPERATURE, "warm"), (contract.KEY_SEED, "1.5"), (contract.KEY_RECIPE, "[1, 2]"),
-     (contract.KEY_RECIPE, "{not json"), (contract.KEY_GFLOP_PER_IMAGE, "lots"), (contract.KEY_CLASS_NAMES, "[]")],
-)  # fmt: skip
+    [
+        (contract.KEY_TEMPERATURE, "warm"),
+        (contract.KEY_SEED, "1.5"),
+        (contract.KEY_RECIPE, "[1, 2]"),
+        (contract.KEY_RECIPE, "{not json"),
+        (contract.KEY_GFLOP_PER_IMAGE, "lots"),
+        (contract.KEY_CLASS_NAMES, "[]"),
+    ],
+)
 def test_malformed_metadata_names_the_file_and_key(key, value):
     with pytest.raises(ContractError, match=rf"model.onnx: {key}"):
         ModelInfo.from_metadata(_meta(**{key: value}), "model.onnx")
@@ -127,8 +148,9 @@ def test_cuda_is_strict_and_the_cli_says_so_in_one_line():
     assert out["provider"] == "CPUExecutionProvider" and out["requested_provider"] == "auto"
     missing = providers.missing_library(ort).split(":")[0]
     assert missing in out["provider_note"]
-    assert [line for line in info.stderr.splitlines() if line.strip()] == [f"note: CUDA not used, running on the CPU: "
-                                                                           f"{out['provider_note']}"]  # fmt: skip
+    assert [line for line in info.stderr.splitlines() if line.strip()] == [
+        f"note: CUDA not used, running on the CPU: {out['provider_note']}"
+    ]
     strict = cli("info", "--provider", "cuda", env=env)
     assert strict.returncode == 1 and strict.stdout == ""
     lines = strict.stderr.strip().splitlines()
@@ -218,8 +240,10 @@ def test_default_threads_never_exceed_what_the_process_may_use():
     threads = cpu.default_threads()
     assert 1 <= threads <= (bounds["affinity"] or os.cpu_count())
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-                "from cifar10kit.runtime.cpu import default_threads; print(default_threads())")  # fmt: skip
+        code = (
+            "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from cifar10kit.runtime.cpu import default_threads; print(default_threads())"
+        )
         import subprocess
 
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -270,10 +294,22 @@ def test_results_csv_columns_and_values(tmp_path):
     results_csv.write_results(path, [good, bad], top_k=2, provider="CPUExecutionProvider")
     assert path.read_bytes().startswith(b"path,label,probability,top1_label,top1_probability,top2_label,")
     rows = results_csv.read_results(path)
-    assert list(rows[0]) == results_csv.columns(2) == [
-        "path", "label", "probability", "top1_label", "top1_probability", "top2_label", "top2_probability",
-        "uncertain", "error", "provider",
-    ]  # fmt: skip
+    assert (
+        list(rows[0])
+        == results_csv.columns(2)
+        == [
+            "path",
+            "label",
+            "probability",
+            "top1_label",
+            "top1_probability",
+            "top2_label",
+            "top2_probability",
+            "uncertain",
+            "error",
+            "provider",
+        ]
+    )
     assert rows[0]["top2_label"] == "dog" and float(rows[0]["top2_probability"]) == 0.2
     assert rows[0]["uncertain"] == "true" and rows[0]["error"] == "" and rows[0]["provider"] == "CPUExecutionProvider"
     assert rows[1]["path"] == 'b,"odd".png' and rows[1]["label"] == "" and rows[1]["uncertain"] == "false"

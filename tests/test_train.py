@@ -22,8 +22,15 @@ def test_run_folder_holds_everything(trained_run):
     import torch
 
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "metrics.jsonl", "last.pt", "model.pt", "summary.json", "curves.png",
-            "confusion.png"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "last.pt",
+        "model.pt",
+        "summary.json",
+        "curves.png",
+        "confusion.png",
+    } <= names
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["images_per_s"] > 0 and 0 <= r["train_acc"] <= 1 for r in rows)
@@ -37,8 +44,16 @@ def test_training_learns_tiny_data(tiny_cifar, tmp_path):
     """Not a smoke test of shapes: a few epochs on learnable synthetic data must beat chance by far."""
     from cifar10kit.train.trainer import make_config, train
 
-    cfg = make_config("smoke", data_dir=str(tiny_cifar), out=str(tmp_path), name="learn", epochs=6,
-                      subset=1000, batch_size=100, tta="none")  # fmt: skip
+    cfg = make_config(
+        "smoke",
+        data_dir=str(tiny_cifar),
+        out=str(tmp_path),
+        name="learn",
+        epochs=6,
+        subset=1000,
+        batch_size=100,
+        tta="none",
+    )
     run = train(cfg)
     assert json.loads((run / "summary.json").read_text())["test_acc"] > 0.5
 
@@ -54,9 +69,27 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
     # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
-    args = ["train", "--preset", "smoke", "--data-dir", str(tiny_cifar), "--out", str(tmp_path),
-            "--epochs", "8", "--subset", "1000", "--batch-size", "100", "--threads", "1",
-            "--crop-epochs", "3", "--crop-size", "24"]  # fmt: skip
+    args = [
+        "train",
+        "--preset",
+        "smoke",
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "8",
+        "--subset",
+        "1000",
+        "--batch-size",
+        "100",
+        "--threads",
+        "1",
+        "--crop-epochs",
+        "3",
+        "--crop-size",
+        "24",
+    ]
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
 
@@ -104,8 +137,21 @@ def test_train_on_a_folder_of_images(tmp_path):
         size = (32 + 7 * (i % 5), 32 + 3 * (i % 4))  # any size: preprocessing crops and resizes
         Image.fromarray(img).resize(size).save(tmp_path / "imgs" / names[lab] / f"{i}.png")
     (tmp_path / "imgs" / "zebra" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    result = cli("train", "--preset", "smoke", "--folder", str(tmp_path / "imgs"), "--out", str(tmp_path),
-                 "--name", "own", "--epochs", "2", "--batch-size", "20")  # fmt: skip
+    result = cli(
+        "train",
+        "--preset",
+        "smoke",
+        "--folder",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "own",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+    )
     assert result.returncode == 0, result.stderr
     assert "broken.jpg" in result.stdout  # skipped and said so
     onnx_path = tmp_path / "own.onnx"
@@ -121,8 +167,19 @@ def test_cuda_training_smoke(tiny_cifar, tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    result = cli("train", "--preset", "smoke", "--device", "cuda", "--data-dir", str(tiny_cifar),
-                 "--out", str(tmp_path), "--name", "gpu")  # fmt: skip
+    result = cli(
+        "train",
+        "--preset",
+        "smoke",
+        "--device",
+        "cuda",
+        "--data-dir",
+        str(tiny_cifar),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "gpu",
+    )
     assert result.returncode == 0, result.stderr
     assert "CUDA" in result.stdout
 
@@ -170,9 +227,7 @@ def test_random_translate_shifts_within_a_reflection():
     out = random_translate(images, 2, epoch_generator(1, 3))
     padded = F.pad(images, (2, 2, 2, 2), mode="reflect")
     for k in range(len(out)):
-        assert any(
-            torch.equal(out[k], padded[k, :, dy : dy + 32, dx : dx + 32]) for dy in range(5) for dx in range(5)
-        )
+        assert any(torch.equal(out[k], padded[k, :, dy : dy + 32, dx : dx + 32]) for dy in range(5) for dx in range(5))
     even, odd = alternating_flip(images, 0, 0), alternating_flip(images, 0, 1)
     for k in range(len(images)):
         # Each image is mirrored in exactly one of two consecutive epochs.

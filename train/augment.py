@@ -34,8 +34,9 @@ def _shifted_windows(source: torch.Tensor, h: int, w: int, dy: torch.Tensor, dx:
     """out[i] = source[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w], one slice per distinct offset pair
     instead of a gather per pixel."""
     layout = torch.channels_last if source.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    out = torch.empty((len(source), source.shape[1], h, w), dtype=source.dtype, device=source.device,
-                      memory_format=layout)  # fmt: skip
+    out = torch.empty(
+        (len(source), source.shape[1], h, w), dtype=source.dtype, device=source.device, memory_format=layout
+    )
     for y in range(int(dy.max()) + 1):
         for x in range(int(dx.max()) + 1):
             idx = ((dy == y) & (dx == x)).nonzero().squeeze(1)

@@ -29,8 +29,19 @@ from .model import AirNet
 
 FORMAT = "cifar10kit-checkpoint"  # the `format` tag of a model checkpoint
 TRAINING_STATE_KEYS = ("config", "epoch", "model", "sgd", "muon", "history")
-MODEL_CHECKPOINT_KEYS = ("format", "arch", "widths", "class_names", "mean", "std", "dataset", "model", "config",
-                         "test_acc", "tta")  # fmt: skip
+MODEL_CHECKPOINT_KEYS = (
+    "format",
+    "arch",
+    "widths",
+    "class_names",
+    "mean",
+    "std",
+    "dataset",
+    "model",
+    "config",
+    "test_acc",
+    "tta",
+)
 
 
 class CheckpointError(ValueError):
@@ -100,9 +111,19 @@ def save_model_checkpoint(
 ) -> None:
     """Write `model.pt`, the finished run's weights with what the exporter needs to describe them.
     Checked before writing, so no file is written that `load_model_checkpoint` would refuse."""
-    ckpt = dict(format=FORMAT, arch="airnet", widths=[int(w) for w in widths], class_names=list(class_names),
-                mean=[float(v) for v in mean], std=[float(v) for v in std], dataset=dataset, model=model,
-                config=config, test_acc=float(test_acc), tta=tta)  # fmt: skip
+    ckpt = dict(
+        format=FORMAT,
+        arch="airnet",
+        widths=[int(w) for w in widths],
+        class_names=list(class_names),
+        mean=[float(v) for v in mean],
+        std=[float(v) for v in std],
+        dataset=dataset,
+        model=model,
+        config=config,
+        test_acc=float(test_acc),
+        tta=tta,
+    )
     _check_model_fields(Path(path), ckpt)
     atomic_save(ckpt, path)
 
@@ -137,8 +158,10 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     types = dict(config=dict, epoch=int, model=dict, sgd=dict, muon=dict, history=list)
     wrong = [k for k, t in types.items() if not isinstance(ckpt.get(k), t)]
     if wrong:
-        raise CheckpointError(f"{path}: not a training state ({', '.join(wrong)} missing or damaged); "
-                              "--resume needs the last.pt of a run folder")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a training state ({', '.join(wrong)} missing or damaged); "
+            "--resume needs the last.pt of a run folder"
+        )
     return ckpt
 
 
@@ -164,9 +187,15 @@ def load_model_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if ckpt.get("format") != FORMAT:
         if "model" in ckpt and isinstance(ckpt.get("config"), dict):
             cfg = ckpt["config"]
-            ckpt = dict(ckpt, widths=cfg.get("widths"), class_names=list(C.CIFAR10_CLASSES),
-                        mean=list(C.CIFAR10_MEAN), std=list(C.CIFAR10_STD), dataset="CIFAR-10",
-                        tta=cfg.get("tta", "none"))  # fmt: skip
+            ckpt = dict(
+                ckpt,
+                widths=cfg.get("widths"),
+                class_names=list(C.CIFAR10_CLASSES),
+                mean=list(C.CIFAR10_MEAN),
+                std=list(C.CIFAR10_STD),
+                dataset="CIFAR-10",
+                tta=cfg.get("tta", "none"),
+            )
         else:
             raise CheckpointError(f"{path}: not a cifar10kit checkpoint (no model weights and config)")
     _check_model_fields(path, ckpt)

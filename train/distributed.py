@@ -69,8 +69,10 @@ def setup(device_name: str, threads: int) -> tuple[Dist, torch.device]:
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
         if env["LOCAL_RANK"] >= gpus:
-            raise SystemExit(f"{env['LOCAL_WORLD_SIZE']} processes on this node but {gpus} GPU(s) visible: "
-                             f"start at most {gpus} per node (--nproc {gpus}) or use --device cpu")  # fmt: skip
+            raise SystemExit(
+                f"{env['LOCAL_WORLD_SIZE']} processes on this node but {gpus} GPU(s) visible: "
+                f"start at most {gpus} per node (--nproc {gpus}) or use --device cpu"
+            )
         device = torch.device("cuda", env["LOCAL_RANK"])
         torch.cuda.set_device(device)
         backend = "nccl"

@@ -100,8 +100,9 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     ckpt = None
     if resume:
         run_dir = Path(resume)
-        ckpt = distributed.broadcast_object(procs, load_training_state(run_dir / "last.pt") if procs.main else None,
-                                            device)  # fmt: skip
+        ckpt = distributed.broadcast_object(
+            procs, load_training_state(run_dir / "last.pt") if procs.main else None, device
+        )
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
         # The run's own config decides what is trained; only where it runs may change.
@@ -151,8 +152,11 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else ""),
     )
     if procs.world > 1:
-        log(procs, f"distributed: {procs.world} processes ({procs.backend}), each batch of {cfg.batch_size} "
-                   "shared among them; BatchNorm statistics over the whole batch")  # fmt: skip
+        log(
+            procs,
+            f"distributed: {procs.world} processes ({procs.backend}), each batch of {cfg.batch_size} "
+            "shared among them; BatchNorm statistics over the whole batch",
+        )
     # Ctrl-C or kill may land anywhere: last.pt is replaced atomically at the end of each epoch,
     # so `--resume` always finds the last completed epoch.
     robust = RobustImages(data, cfg) if data.train_u8 is not None else None
@@ -227,9 +231,15 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
     if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
         row["test_acc"] = accuracy(predict_logits(model, data.test_x, cfg, "none"), data.test_y)
     _write_metrics(run_dir, history)
-    save_training_state(run_dir / "last.pt", config=dataclasses.asdict(cfg), epoch=epoch,
-                        model=model.state_dict(), sgd=sgd.state_dict(), muon=muon.state_dict(),
-                        history=history)  # fmt: skip
+    save_training_state(
+        run_dir / "last.pt",
+        config=dataclasses.asdict(cfg),
+        epoch=epoch,
+        model=model.state_dict(),
+        sgd=sgd.state_dict(),
+        muon=muon.state_dict(),
+        history=history,
+    )
     test = f"{row['test_acc']:.4f}" if row["test_acc"] is not None else "-"
     print(
         f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
