@@ -29,6 +29,7 @@ dev: $(VENV)/.dev
 
 test: $(VENV)/.dev xvfb
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 # Mutation testing (mutmut) of the torch-free core and the exporter's numpy parts; slow, not in CI.
@@ -47,6 +48,7 @@ mutation: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The GUI tests drive real Tk windows on a virtual screen.
 xvfb:

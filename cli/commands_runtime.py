@@ -139,23 +139,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             fail("--plot needs matplotlib: pip install 'cifar10kit[plot]'", EXIT_USAGE)
         plot_confusion(rep.confusion, names, Path(args.plot), f"{model.path.name}: accuracy {rep.accuracy:.4f}")
     if args.json:
-        print(json.dumps({**rep.as_json(), **_session_facts(model)}))
+        print(json.dumps({**rep.as_json(), **model.facts()}))
     else:
         print(rep.table())
         print(f"model {model.path} on {model.provider}, {model.threads} threads")
     return EXIT_OK
-
-
-def _session_facts(model) -> dict:
-    """What every --json output says about the live session."""
-    return {
-        "model": str(model.path),
-        "provider": model.provider,
-        "requested_provider": model.requested_provider,
-        "provider_note": model.fallback_reason,
-        "threads": model.threads,
-        "spinning": model.spinning,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +164,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     build = ort_build(onnxruntime)
     duplicate = duplicate_ort_warning()
     out = {
-        **_session_facts(model),
+        **model.facts(),
         "bytes": model.path.stat().st_size,
         "available_providers": available_providers(),
         "onnxruntime": dataclasses.asdict(build),

@@ -58,12 +58,7 @@ def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None =
     for r in rows.values():
         r["gflop_per_s"] = r["images_per_s"] * gflops if gflops == gflops else None
     out = {
-        "model": str(model.path),
-        "provider": model.provider,
-        "requested_provider": model.requested_provider,
-        "provider_note": model.fallback_reason,
-        "threads": model.threads,
-        "spinning": model.spinning,
+        **model.facts(),
         "machine": machine(),
         "gflop_per_image": gflops if gflops == gflops else None,
         "results": rows,

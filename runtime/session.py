@@ -227,6 +227,17 @@ class Classifier:
         order = np.argsort(-probs, kind="stable")[:k]
         return [(self.class_names[i], float(probs[i])) for i in order]
 
+    def facts(self) -> dict:
+        """What every --json output says about the live session (the provider really in use)."""
+        return {
+            "model": str(self.path),
+            "provider": self.provider,
+            "requested_provider": self.requested_provider,
+            "provider_note": self.fallback_reason,
+            "threads": self.threads,
+            "spinning": self.spinning,
+        }
+
     def is_uncertain(self, probs: np.ndarray) -> bool:
         t = self.info.uncertainty_threshold
         return t is not None and float(probs.max()) < t
