@@ -64,27 +64,28 @@ def reliability_plot(probs: np.ndarray, labels: np.ndarray, path: Path, ece: flo
 
 
 def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) -> list[str]:
-    """The corruption table (this model beside the previous default) and its plot, from the JSON that
+    """The corruption table (this model beside another, e.g. the previous default) and its plot, from the JSON that
     `cifar10 robustness --json` printed for each."""
     new, *old = [RobustnessReport.from_json(json.loads(Path(p).read_text())["reports"][0]) for p in paths]
     plot_robustness([new, *old], out / "robustness.png")
     base = old[0] if old else None
+    other = f"`{Path(base.model).name}`" if base else ""
     lines = [
         "## Robustness: common corruptions",
         "",
         f"`cifar10 robustness` on the first {new.n:,} test images (seed {new.seed}): every family at five "
         "severities, generated with numpy and Pillow (`runtime/corruptions.py`)"
-        + (f", beside the previous default (`{Path(base.model).name}`) on the same pictures." if base else "."),
+        + (f", beside {other} on the same pictures." if base else "."),
         "",
     ]
     if jpeg_folder:
         lines += [
             f"The test set saved as JPEG files at quality 75 and read back through `cifar10 evaluate --folder`: "
-            f"**{jpeg_folder[0]:.4f}**"
-            + (f" (previous default {jpeg_folder[1]:.4f})." if len(jpeg_folder) > 1 else "."),
+            f"**{jpeg_folder[0]:.4f}**" + (f" ({other} {jpeg_folder[1]:.4f})." if len(jpeg_folder) > 1 else "."),
             "",
         ]
-    head = "| corruption | severity | strength | accuracy | ECE |" + (" previous | gain (points) |" if base else "")
+    head = "| corruption | severity | strength | accuracy | ECE |"
+    head += f" {other} | difference (points) |" if base else ""
     lines += [head, "|---" * (7 if base else 5) + "|"]
 
     def row(name, sev, strength, acc, ece, b_acc=None):
@@ -98,17 +99,15 @@ def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) ->
     lines += [
         "",
         f"Mean corruption accuracy **{new.mean_corruption_accuracy:.4f}**"
-        + (f" (previous default {base.mean_corruption_accuracy:.4f})" if base else "")
+        + (f" ({other} {base.mean_corruption_accuracy:.4f})" if base else "")
         + f"; worst cell ECE {max(c.ece for c in new.cells):.4f}.",
     ]
     if base:
         worse = [c for c in new.cells if c.accuracy <= base.cell(c.family, c.severity).accuracy]
         lines.append(
-            "Better than the previous default in every cell."
+            f"Better than {other} in every cell."
             if not worse
-            else "Not better than the previous default in: "
-            + ", ".join(f"{c.family} {c.severity}" for c in worse)
-            + "."
+            else f"Not better than {other} in: " + ", ".join(f"{c.family} {c.severity}" for c in worse) + "."
         )
     lines += ["", "![accuracy under corruptions](robustness.png)", ""]
     return lines
@@ -127,12 +126,13 @@ def main() -> int:
     p.add_argument("--export-command", default="")
     p.add_argument("--hardware", default="")
     p.add_argument("--out", default="docs")
+    p.add_argument("--title", default="the shipped default model")
     p.add_argument(
         "--robustness",
         nargs="+",
         default=[],
         metavar="JSON",
-        help="`cifar10 robustness --json` outputs: this model's, then the previous default's",
+        help="`cifar10 robustness --json` outputs: this model's, then one to compare with",
     )
     p.add_argument(
         "--jpeg-folder",
@@ -140,7 +140,7 @@ def main() -> int:
         type=float,
         default=[],
         metavar="ACC",
-        help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, previous",
+        help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, the other",
     )
     p.add_argument("--notes", help="a markdown file appended as 'Choices and caveats'")
     a = p.parse_args()
@@ -152,7 +152,7 @@ def main() -> int:
     x, y, _ = load_cifar10(a.data_dir, "test")
     probs = model.predict_probs(x)
     rep = report(probs, y, info.class_names)
-    title = f"default model: accuracy {rep.accuracy:.4f}"
+    title = f"{model.path.stem} model: accuracy {rep.accuracy:.4f}"
     plot_confusion(rep.confusion, info.class_names, out / "confusion.png", title)
     reliability_plot(probs, y, out / "reliability.png", rep.ece)
     timing = time_model(lambda v: model.run(v), batch_size=256, repeats=200)
@@ -172,7 +172,7 @@ def main() -> int:
     per_epoch = np.mean([m["epoch_seconds"] for m in metrics]) if metrics else 0.0
 
     lines = [
-        "# Model card: the shipped default model",
+        f"# Model card: {a.title}",
         "",
         f"`{model.path.name}`, {model.path.stat().st_size / 1e6:.1f} MB, architecture `{info.architecture}`, "
         f"precision {info.raw.get('precision', 'fp32')}, test-time augmentation in the graph: {info.tta}. "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 EXIT_OK = 0
@@ -51,11 +50,12 @@ def need_train_extra(cmd: str) -> None:
 def open_model(args: argparse.Namespace):
     """The Classifier for --model/--provider/--threads, or a one-line error and the right exit code."""
     from .runtime.contract import ContractError
-    from .runtime.session import Classifier, ProviderError, default_model_path
+    from .runtime.session import Classifier, ProviderError, resolve_model_path, shipped_models
 
-    path = Path(args.model) if getattr(args, "model", None) else default_model_path()
+    path = resolve_model_path(getattr(args, "model", None))
     if not path.exists():
-        fail(f"{path}: no such model file (give a .onnx file with --model or $CIFAR10_MODEL)", EXIT_USAGE)
+        names = ", ".join(shipped_models())
+        fail(f"{path}: no such model file (give a .onnx file, or a shipped model: {names})", EXIT_USAGE)
     threads = getattr(args, "threads", None) or 0
     try:
         return Classifier(path, provider=args.provider, threads=threads, notify=lambda m: print(m, file=sys.stderr))

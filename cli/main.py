@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def model_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", "-m", help="a .onnx model file (default: the shipped model, or $CIFAR10_MODEL)")
+        sp.add_argument(
+            "--model",
+            "-m",
+            help="a .onnx model file, or a shipped model by name: default, robust (default: $CIFAR10_MODEL or default)",
+        )
         sp.add_argument(
             "--provider",
             choices=["auto", "cuda", "cpu"],

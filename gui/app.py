@@ -14,13 +14,12 @@ import sys
 import tkinter as tk
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from tkinter import messagebox, ttk
 from typing import Any
 
 from ..runtime.contract import ContractError
 from ..runtime.preprocess import ImageError
-from ..runtime.session import Classifier, default_model_path
+from ..runtime.session import Classifier, resolve_model_path
 from . import text
 from .batch import BatchTab
 from .classify import ClassifyTab
@@ -105,7 +104,7 @@ class App:
         # Show the window first, then load the model in the background: the window is usable at
         # once and onnxruntime's start-up is not on the critical path.
         self.root.update_idletasks()
-        self.model_tab.load(Path(model) if model else default_model_path(), modal=False)
+        self.model_tab.load(resolve_model_path(model), modal=False)
         if image:
             self.classify.open_image(image)
 
@@ -305,7 +304,7 @@ def main(
     data_dir: str | None = None,
     threads: int = 0,
 ) -> int:
-    """Open the window; returns the exit status when it is closed. model: default_model_path()."""
+    """Open the window; returns the exit status when it is closed. model: a path or a shipped model's name."""
     try:
         app = App(model=model, image=image, provider=provider, data_dir=data_dir, threads=threads)
     except tk.TclError as e:

@@ -22,10 +22,28 @@ __all__ = [
     "available_providers",
     "cuda_driver_present",
     "default_model_path",
+    "resolve_model_path",
 ]
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 MODEL_ENV = "CIFAR10_MODEL"
+
+
+def shipped_models() -> list[str]:
+    """Names of the model files inside the package ("default", "robust")."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
+
+
+def resolve_model_path(value: str | os.PathLike | None) -> Path:
+    """A path as given, or a shipped model by name (`--model robust`) when no such file exists here."""
+    if not value:
+        return default_model_path()
+    path = Path(value)
+    shipped = MODELS_DIR / f"{path.name}.onnx"
+    if not path.exists() and path.name == str(value) and shipped.exists():
+        return shipped
+    return path
 
 
 def default_model_path() -> Path:
@@ -88,7 +106,7 @@ class Classifier:
         driver_probe: Callable[[], bool] = cuda_driver_present,
         spinning: bool | None = None,
     ):
-        self.path = Path(path) if path else default_model_path()
+        self.path = resolve_model_path(path)
         if provider not in ("auto", "cuda", "cpu"):
             raise ValueError(f"provider {provider!r}: use auto, cuda or cpu")
         self.requested_provider = provider
