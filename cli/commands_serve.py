@@ -43,11 +43,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         triton = server.start(model, host=args.host, http_port=args.port, grpc_port=args.grpc_port, name=args.name)
     except server.ServeError as e:
         fail(str(e), EXIT_FAILED)
+    try:
+        _banner(args, model, server, triton)
+    except KeyboardInterrupt:  # Ctrl+C before serve_forever took over the signal
+        triton.stop()
+        return EXIT_OK
+    return server.serve_forever(triton, notify=log)
+
+
+def _banner(args, model, server, triton) -> None:
     print(f"serving {model.path} as '{args.name}' on Triton ({model.provider}): "
           f"HTTP http://{args.host}:{args.port}/v2/models/{args.name}, gRPC {args.host}:{args.grpc_port} "
           f"(KServe v2); dynamic batching up to {server.MAX_BATCH_SIZE}. Ctrl+C stops.", flush=True)  # fmt: skip
-    log(f"Triton's log: {triton.log_file}")
-    return server.serve_forever(triton, notify=log)
+    print(f"Triton's log: {triton.log_file}", file=sys.stderr, flush=True)
 
 
 def add_serve_parsers(sub, model_opts: Callable, threads_opt: Callable) -> None:
