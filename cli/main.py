@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--model",
             "-m",
-            help="a .onnx model file, or a shipped model by name: default, robust (default: $CIFAR10_MODEL or default)",
+            help="a .onnx model file, or a shipped model by name: default, clean (default: $CIFAR10_MODEL or default)",
         )
         sp.add_argument(
             "--provider",

@@ -31,12 +31,12 @@ MODEL_ENV = "CIFAR10_MODEL"
 
 
 def shipped_models() -> list[str]:
-    """Names of the model files inside the package ("default", "robust")."""
+    """Names of the model files inside the package ("clean", "default")."""
     return sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
 
 
 def resolve_model_path(value: str | os.PathLike | None) -> Path:
-    """A path as given, or a shipped model by name (`--model robust`) when no such file exists here."""
+    """A path as given, or a shipped model by name (`--model clean`) when no such file exists here."""
     if not value:
         return default_model_path()
     path = Path(value)

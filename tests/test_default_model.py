@@ -1,8 +1,10 @@
-"""The model shipped inside the package: contract, a few real images, and full test-set accuracy."""
+"""The models shipped inside the package: the default (trained for corrupted pictures) and `clean` (the
+previous default, best on pristine CIFAR-10): contract, real images, full test-set accuracy, robustness."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from cifar10kit.runtime.session import DEFAULT_MODEL, Classifier
 
 from conftest import cli
 
+CLEAN_MODEL = DEFAULT_MODEL.with_name("clean.onnx")
+
 
 def test_shipped_model_is_installed_and_follows_the_contract():
     assert DEFAULT_MODEL.exists(), "the default model must ship inside the package"
@@ -18,9 +22,35 @@ def test_shipped_model_is_installed_and_follows_the_contract():
     model = Classifier()  # no path: the default
     assert model.path == DEFAULT_MODEL
     assert model.info.class_names[:3] == ("airplane", "automobile", "bird")
-    assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.95
+    assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.94
     assert model.info.has_cam and model.info.threshold is not None
-    assert float(model.info.raw["temperature"]) < 1  # calibrated at export: label smoothing under-states confidence
+    assert model.info.temperature < 1  # calibrated at export: label smoothing under-states confidence
+    assert model.info.recipe["robust"] == 0.4  # trained with robustness augmentation
+    assert not {"data_dir", "out", "name", "device"} & set(model.info.recipe)  # no local paths in the file
+
+
+def test_clean_model_follows_the_contract():
+    model = Classifier(CLEAN_MODEL, provider="cpu")
+    assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.95
+    assert model.info.has_cam and model.info.threshold is not None and model.info.temperature < 1
+    assert not {"data_dir", "out", "name", "device"} & set(model.info.recipe)
+
+
+def test_shipped_models_are_picked_by_name(tmp_path, monkeypatch):
+    from cifar10kit.runtime.session import resolve_model_path, shipped_models
+
+    assert {"default", "clean"} <= set(shipped_models())
+    assert resolve_model_path("clean") == CLEAN_MODEL
+    assert resolve_model_path(None) == DEFAULT_MODEL
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clean").write_bytes(b"a file of that name here wins over the shipped model")
+    assert resolve_model_path("clean") == Path("clean")
+    assert resolve_model_path("nothing") == Path("nothing")  # reported as missing by the caller
+    info = cli("info", "--model", "clean", "--json", "--provider", "cpu", cwd=tmp_path.parent)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["model"] == str(CLEAN_MODEL)
+    missing = cli("info", "--model", "no-such-model", "--provider", "cpu")
+    assert missing.returncode == 2 and "a shipped model: clean, default" in missing.stderr
 
 
 def test_shipped_model_classifies_real_test_images(shared_data):
@@ -28,10 +58,23 @@ def test_shipped_model_classifies_real_test_images(shared_data):
 
     x, y, _ = load_cifar10(shared_data, "test")
     model = Classifier(provider="cpu")
-    # A fixed spread of 50 test images; a 95% model gets nearly all right (chance: 5).
+    # A fixed spread of 50 test images; a 94% model gets nearly all right (chance: 5).
     idx = np.arange(0, 10000, 200)
     preds = model.predict_probs(x[idx]).argmax(1)
     assert (preds == y[idx]).sum() >= 45
+
+
+def test_default_holds_up_where_the_clean_model_does_not(shared_data):
+    from cifar10kit.runtime.corruptions import corrupt
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    x, y, _ = load_cifar10(shared_data, "test")
+    x, y = x[:1000], y[:1000]
+    default, clean = Classifier(provider="cpu"), Classifier(CLEAN_MODEL, provider="cpu")
+    for family, severity in [("jpeg", 2), ("gaussian_noise", 1), ("pixelate", 2)]:
+        pictures = corrupt(x, family, severity)
+        accuracy = [(m.predict_probs(pictures).argmax(1) == y).mean() for m in (default, clean)]
+        assert accuracy[0] > accuracy[1] + 0.03, (family, severity, accuracy)
 
 
 @pytest.mark.slow
@@ -40,5 +83,7 @@ def test_shipped_model_accuracy_on_the_full_test_set(shared_data):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 10000
-    assert out["accuracy"] >= 0.950
+    assert out["accuracy"] >= 0.94
     assert out["ece"] < 0.03  # temperature-scaled at export; uncalibrated, this recipe scores about 0.2
+    clean = json.loads(cli("evaluate", "--model", "clean", "--data-dir", str(shared_data), "--json").stdout)
+    assert clean["accuracy"] >= 0.95

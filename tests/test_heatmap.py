@@ -151,9 +151,10 @@ def test_cam_method_is_the_models_own_map_upsampled(model, counted):
     assert (heat.method, heat.grid) == ("cam", "3×3")
     assert heat.values.shape == (32, 32) and heat.values.max() == pytest.approx(1.0)
     raw = model.run(pixels, with_cam=True).cam[0, heat.class_index]
-    big = np.unravel_index(np.argmax(raw), raw.shape)  # the hottest of the 9 cells holds the peak
-    py, px = np.unravel_index(np.argmax(heat.values), (32, 32))
-    assert (py * 3 // 32, px * 3 // 32) == big
+    # Bicubic upsampling may move the overall peak next to a near-tie; at the 9 cells' centres it keeps their order.
+    centres = np.round((np.arange(3) + 0.5) * 32 / 3 - 0.5).astype(int)
+    sampled = heat.values[np.ix_(centres, centres)]
+    assert np.unravel_index(np.argmax(sampled), (3, 3)) == np.unravel_index(np.argmax(raw), raw.shape)
 
 
 def test_bad_arguments_are_clear_errors(model):
