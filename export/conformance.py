@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime import contract as C
+from ..runtime import contract
 
 MIN_AGREEMENT = 0.99  # top-1 agreement with onnxruntime below which the file is refused
 REFERENCE_IMAGES = 32  # the reference evaluator is slow: it checks this many images when it is the only one
@@ -50,14 +50,14 @@ def runtime_probs(name: str, path: Path, pixels: np.ndarray, batch: int = 250) -
         import openvino as ov
 
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        out = compiled.output(C.OUTPUT_PROBS)
-        run = lambda x: compiled({C.INPUT_NAME: x})[out]  # noqa: E731
+        out = compiled.output(contract.OUTPUT_PROBS)
+        run = lambda x: compiled({contract.INPUT_NAME: x})[out]  # noqa: E731
     elif name == "reference":
         import onnx
         from onnx.reference import ReferenceEvaluator
 
         evaluator = ReferenceEvaluator(onnx.load(str(path)))
-        run = lambda x: evaluator.run([C.OUTPUT_PROBS], {C.INPUT_NAME: x})[0]  # noqa: E731
+        run = lambda x: evaluator.run([contract.OUTPUT_PROBS], {contract.INPUT_NAME: x})[0]  # noqa: E731
     else:
         raise ValueError(f"runtime {name!r}: use openvino or reference")
     return np.concatenate(

@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 import torch
 
-from ..runtime import contract as C
+from ..runtime import contract
 from ..runtime.dataset import file_digest
 from ..train.checkpoint import CheckpointError, load_model, resolve_checkpoint  # noqa: F401 - the export API
 from . import conformance, verify
@@ -82,7 +82,7 @@ def export(
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         # 3. The fp32 graph, checked by onnx and against PyTorch.
-        log(f"exporting {net.arch} ({ckpt_path}) with TTA {tta}, opset {C.OPSET}")
+        log(f"exporting {net.arch} ({ckpt_path}) with TTA {tta}, opset {contract.OPSET}")
         model = export_onnx(module, Path(tmp) / "raw.onnx")
         meta = describe(ckpt, ckpt_path, module, test_set)
         model.doc_string = f"cifar10kit {net.arch}: uint8 NHWC RGB pixels in, class probabilities out"
@@ -103,12 +103,12 @@ def export(
             if drop is not None and drop > max_drop:
                 refuse([f"{precision} loses {drop:.2%} accuracy (limit {max_drop:.2%})"])
             model, probs = onnx.load(str(variant)), vprobs
-            meta[C.KEY_PRECISION] = precision
+            meta[contract.KEY_PRECISION] = precision
 
         # 5. The final file: its measured accuracy in the metadata, then the same answers elsewhere.
         if labels is not None:
-            meta[C.KEY_TEST_ACCURACY] = f"{float((probs.argmax(1) == labels).mean()):.4f}"
-            meta[C.KEY_THRESHOLD] = f"{uncertainty_threshold(probs, labels):.4f}"
+            meta[contract.KEY_TEST_ACCURACY] = f"{float((probs.argmax(1) == labels).mean()):.4f}"
+            meta[contract.KEY_THRESHOLD] = f"{uncertainty_threshold(probs, labels):.4f}"
         set_metadata(model, meta)
         onnx.save(model, str(staged))
         second = conformance.check(staged, pixels, probs, labels)
@@ -136,21 +136,21 @@ def describe(ckpt: dict[str, Any], ckpt_path: Path, module: Deployable, test_set
     # Where a run happened (folders, device, threads) is not part of its recipe, and would leak local paths.
     config = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUN_LOCAL_KEYS}
     return {
-        C.KEY_CONTRACT: C.CONTRACT_VERSION,
-        C.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),
-        C.KEY_INPUT_LAYOUT: C.INPUT_LAYOUT,
-        C.KEY_ARCHITECTURE: module.net.arch,
-        C.KEY_DATASET: ckpt.get("dataset", "CIFAR-10"),
-        C.KEY_TEST_ACCURACY: "",
-        C.KEY_TEST_SET: test_set,
-        C.KEY_VERSION: __version__,
-        C.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        C.KEY_CHECKPOINT_SHA256: file_digest(ckpt_path, "sha256"),
-        C.KEY_RECIPE: json.dumps({"preset": config.get("preset"), **config}),
-        C.KEY_SEED: str(config.get("seed", "")),
-        C.KEY_TTA: module.tta,
-        C.KEY_PRECISION: "fp32",
-        C.KEY_GFLOP_PER_IMAGE: f"{gflop_per_image(module):.4f}",
-        C.KEY_TEMPERATURE: f"{float(module.temperature):.4f}",
-        C.KEY_EXPORTER: f"cifar10kit {__version__}; torch {torch.__version__}; onnx {onnx.__version__}",
+        contract.KEY_CONTRACT: contract.CONTRACT_VERSION,
+        contract.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),
+        contract.KEY_INPUT_LAYOUT: contract.INPUT_LAYOUT,
+        contract.KEY_ARCHITECTURE: module.net.arch,
+        contract.KEY_DATASET: ckpt.get("dataset", "CIFAR-10"),
+        contract.KEY_TEST_ACCURACY: "",
+        contract.KEY_TEST_SET: test_set,
+        contract.KEY_VERSION: __version__,
+        contract.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        contract.KEY_CHECKPOINT_SHA256: file_digest(ckpt_path, "sha256"),
+        contract.KEY_RECIPE: json.dumps({"preset": config.get("preset"), **config}),
+        contract.KEY_SEED: str(config.get("seed", "")),
+        contract.KEY_TTA: module.tta,
+        contract.KEY_PRECISION: "fp32",
+        contract.KEY_GFLOP_PER_IMAGE: f"{gflop_per_image(module):.4f}",
+        contract.KEY_TEMPERATURE: f"{float(module.temperature):.4f}",
+        contract.KEY_EXPORTER: f"cifar10kit {__version__}; torch {torch.__version__}; onnx {onnx.__version__}",
     }

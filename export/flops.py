@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..runtime import contract as C
+from ..runtime import contract
 
 
 def gflop_per_image(module: nn.Module) -> float:
@@ -14,5 +14,5 @@ def gflop_per_image(module: nn.Module) -> float:
 
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        module(torch.zeros(1, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS, dtype=torch.uint8))
+        module(torch.zeros(1, contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS, dtype=torch.uint8))
     return counter.get_total_flops() / 1e9

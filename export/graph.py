@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import contract as C
+from ..runtime import contract
 from ..train.model import AirNet, tta_views
 
 
@@ -59,16 +59,16 @@ class Deployable(nn.Module):
 
 def export_onnx(module: nn.Module, path: Path) -> onnx.ModelProto:
     """torch.onnx's dynamo exporter at the contract's opset, batch dimension dynamic; returns the model."""
-    example = torch.zeros(2, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS, dtype=torch.uint8)
+    example = torch.zeros(2, contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     torch.onnx.export(
         module,
         (example,),
         str(path),
-        input_names=[C.INPUT_NAME],
-        output_names=[C.OUTPUT_PROBS, C.OUTPUT_CAM],
+        input_names=[contract.INPUT_NAME],
+        output_names=[contract.OUTPUT_PROBS, contract.OUTPUT_CAM],
         dynamic_shapes={"pixels": {0: batch}},
-        opset_version=C.OPSET,
+        opset_version=contract.OPSET,
         dynamo=True,
         external_data=False,
         verbose=False,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..runtime import contract as C
+from ..runtime import contract
 from ..runtime.dataset import load_cifar10
 
 CALIBRATION_IMAGES = 1024
@@ -120,7 +120,7 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{C.INPUT_NAME: b} for b in batches])
+            self.batches = iter([{contract.INPUT_NAME: b} for b in batches])
 
         def get_next(self):
             return next(self.batches, None)

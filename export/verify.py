@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..runtime import contract as C
+from ..runtime import contract
 from ..runtime.dataset import load_cifar10
 from .graph import Deployable
 
@@ -42,7 +42,9 @@ def verification_set(
         except Exception as e:  # noqa: BLE001 - no dataset here: still check agreement
             log(f"no CIFAR-10 test data ({e}); verifying agreement on random pixels only")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(n or 1000, C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS), dtype=np.uint8)
+    x = rng.integers(
+        0, 256, size=(n or 1000, contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS), dtype=np.uint8
+    )
     return x, None, ""
 
 
@@ -59,7 +61,9 @@ def ort_probs(path: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     starts = progress(range(0, len(pixels), batch), f"checking {path.stem}: onnxruntime")
-    return np.concatenate([sess.run([C.OUTPUT_PROBS], {C.INPUT_NAME: pixels[i : i + batch]})[0] for i in starts])
+    return np.concatenate(
+        [sess.run([contract.OUTPUT_PROBS], {contract.INPUT_NAME: pixels[i : i + batch]})[0] for i in starts]
+    )
 
 
 @dataclass

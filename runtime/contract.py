@@ -80,7 +80,6 @@ OPTIONAL_KEYS = (
     KEY_GFLOP_PER_IMAGE,
     KEY_TEMPERATURE,
 )
-KEY_GFLOPS = KEY_GFLOP_PER_IMAGE  # the old name; the exporter and its tests still use it
 
 CIFAR10_CLASSES = (
     "airplane",

@@ -57,10 +57,15 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Counts [true, predicted] over k classes."""
+    return np.bincount(np.asarray(labels) * k + np.asarray(preds), minlength=k * k).reshape(k, k)
+
+
 def report(probs: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], skipped: int = 0) -> Report:
     k = len(class_names)
     preds = probs.argmax(1)
-    confusion = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    confusion = confusion_matrix(labels, preds, k)
     totals = confusion.sum(1)
     per_class = {n: float(confusion[i, i] / max(totals[i], 1)) for i, n in enumerate(class_names)}
     return Report(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract as C
+from . import contract
 from .session import Classifier
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def make_infer(model: Classifier) -> Callable[[list], list[dict[str, np.ndarray]
     with_cam = model.info.has_cam
 
     def infer(requests: list) -> list[dict[str, np.ndarray]]:
-        parts = [np.asarray(r[C.INPUT_NAME]) for r in requests]
+        parts = [np.asarray(r[contract.INPUT_NAME]) for r in requests]
         sizes = [len(p) for p in parts]
         pixels = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(pixels) == 0:
@@ -168,9 +168,9 @@ def make_infer(model: Classifier) -> Callable[[list], list[dict[str, np.ndarray]
         pred = model.run(pixels, with_cam=with_cam)
         out, start = [], 0
         for n in sizes:
-            rows = {C.OUTPUT_PROBS: pred.probs[start : start + n]}
+            rows = {contract.OUTPUT_PROBS: pred.probs[start : start + n]}
             if with_cam:
-                rows[C.OUTPUT_CAM] = pred.cam[start : start + n]
+                rows[contract.OUTPUT_CAM] = pred.cam[start : start + n]
             out.append(rows)
             start += n
         return out
@@ -183,11 +183,17 @@ def tensors(model: Classifier):
     from pytriton.model_config import Tensor
 
     n = len(model.class_names)
-    inputs = [Tensor(name=C.INPUT_NAME, dtype=np.uint8, shape=(C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS))]
-    outputs = [Tensor(name=C.OUTPUT_PROBS, dtype=np.float32, shape=(n,))]
+    inputs = [
+        Tensor(
+            name=contract.INPUT_NAME,
+            dtype=np.uint8,
+            shape=(contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS),
+        )
+    ]
+    outputs = [Tensor(name=contract.OUTPUT_PROBS, dtype=np.float32, shape=(n,))]
     if model.info.has_cam:
-        cam_shape = next(o.shape for o in model.session.get_outputs() if o.name == C.OUTPUT_CAM)
-        outputs.append(Tensor(name=C.OUTPUT_CAM, dtype=np.float32, shape=tuple(cam_shape[1:])))
+        cam_shape = next(o.shape for o in model.session.get_outputs() if o.name == contract.OUTPUT_CAM)
+        outputs.append(Tensor(name=contract.OUTPUT_CAM, dtype=np.float32, shape=tuple(cam_shape[1:])))
     return inputs, outputs
 
 
@@ -207,7 +213,7 @@ def _attach_labels(triton, name: str, class_names: tuple[str, ...]) -> None:
     def config_with_labels() -> dict:
         config = get_config()
         for out in config.get("output", []):
-            if out.get("name") == C.OUTPUT_PROBS:
+            if out.get("name") == contract.OUTPUT_PROBS:
                 out["label_filename"] = "labels.txt"
         return config
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import contract as C
+from . import contract
 from .server import MAX_BATCH_SIZE, MODEL_NAME, PREFERRED_BATCH_SIZES, QUEUE_DELAY_US
 from .session import Classifier
 
@@ -53,12 +53,12 @@ def config_text(model: Classifier, name: str = MODEL_NAME, kind: str = "gpu") ->
         raise RepositoryError(f"instance kind {kind!r}: use gpu or cpu")
     info = model.info
     n = len(info.class_names)
-    outputs = [_output(C.OUTPUT_PROBS, [n], labels=True)]
+    outputs = [_output(contract.OUTPUT_PROBS, [n], labels=True)]
     if info.has_cam:
-        cam_shape = next(o.shape for o in model.session.get_outputs() if o.name == C.OUTPUT_CAM)[1:]
+        cam_shape = next(o.shape for o in model.session.get_outputs() if o.name == contract.OUTPUT_CAM)[1:]
         if not all(isinstance(d, int) for d in cam_shape):
             raise RepositoryError(f"{model.path}: cam output shape {cam_shape} is not fixed")
-        outputs.append(_output(C.OUTPUT_CAM, cam_shape))
+        outputs.append(_output(contract.OUTPUT_CAM, cam_shape))
     outputs_text = ",\n".join(outputs)
     accuracy = f"{info.test_accuracy:.4f}" if info.test_accuracy is not None else "not recorded"
     other = "cpu" if kind == "gpu" else "gpu"
@@ -72,10 +72,10 @@ backend: "onnxruntime"
 max_batch_size: {MAX_BATCH_SIZE}
 input [
   {{
-    name: "{C.INPUT_NAME}"
+    name: "{contract.INPUT_NAME}"
     data_type: TYPE_UINT8
     format: FORMAT_NHWC
-    dims: {_dims([C.IMAGE_SIZE, C.IMAGE_SIZE, C.CHANNELS])}
+    dims: {_dims([contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS])}
   }}
 ]
 output [

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from cifar10kit.runtime import contract as C
+from cifar10kit.runtime import contract
 
 from conftest import has_torch
 
@@ -25,7 +25,7 @@ MAX_DIFF = {"fp32": 1e-4, "fp16": 5e-3, "int8": 5e-2}
 
 def _ort(path: Path, pixels: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run([C.OUTPUT_PROBS], {C.INPUT_NAME: pixels})[0]
+    return sess.run([contract.OUTPUT_PROBS], {contract.INPUT_NAME: pixels})[0]
 
 
 def _same_answers(probs: np.ndarray, reference: np.ndarray, tol: float) -> None:
@@ -68,7 +68,7 @@ def test_every_variant_gives_the_same_answers_in_other_runtimes(
     )
     checked = result["conformance"]  # the exporter's own check, on the verification images
     assert checked["error"] is None and checked["agreement"] >= conformance.MIN_AGREEMENT
-    assert any(o.domain in ("", "ai.onnx") and o.version == C.OPSET for o in onnx.load(str(path)).opset_import)
+    assert any(o.domain in ("", "ai.onnx") and o.version == contract.OPSET for o in onnx.load(str(path)).opset_import)
     x, _ = real_images
     reference = _ort(path, x)
     for runtime in conformance.available():
@@ -110,5 +110,5 @@ def test_shipped_model_in_a_second_runtime(real_images):
             pytest.skip(f"the shipped file is opset {opset}: the reference evaluator needs 19 (re-export it)")
         x, reference, y = x[:16], reference[:16], y[:16]  # a second per image in plain numpy
     probs = conformance.runtime_probs(runtime, shipped, x)
-    _same_answers(probs, reference, MAX_DIFF.get(meta.get(C.KEY_PRECISION, "fp32"), 5e-2))
+    _same_answers(probs, reference, MAX_DIFF.get(meta.get(contract.KEY_PRECISION, "fp32"), 5e-2))
     assert abs(float((probs.argmax(1) == y).mean()) - float((reference.argmax(1) == y).mean())) <= 1 / len(y)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..runtime import contract as C
+from ..runtime import contract
 from .model import AirNet
 
 FORMAT = "cifar10kit-checkpoint"  # the `format` tag of a model checkpoint
@@ -190,9 +190,9 @@ def load_model_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             ckpt = dict(
                 ckpt,
                 widths=cfg.get("widths"),
-                class_names=list(C.CIFAR10_CLASSES),
-                mean=list(C.CIFAR10_MEAN),
-                std=list(C.CIFAR10_STD),
+                class_names=list(contract.CIFAR10_CLASSES),
+                mean=list(contract.CIFAR10_MEAN),
+                std=list(contract.CIFAR10_STD),
                 dataset="CIFAR-10",
                 tta=cfg.get("tta", "none"),
             )

@@ -53,7 +53,7 @@ def fetch_data(cfg: Config) -> None:
 
 def load_data(cfg: Config, device: torch.device) -> Data:
     if cfg.folder:
-        from .folder import load_folder_split
+        from .folder_dataset import load_folder_split
 
         tr_x, tr_y, te_x, te_y, names = load_folder_split(cfg.folder, seed=cfg.seed)
         mean = tuple(float(v) for v in tr_x.reshape(-1, 3).mean(0))

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..runtime.evaluate import confusion_matrix
 from . import distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
 from .config import PRESETS, Config, describe_device, make_config
@@ -222,7 +222,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     if procs.world > 1:
         log(procs, f"weights bit-identical in all {procs.world} processes after every epoch")
     distributed.teardown(procs)
-    return finish(run_dir, model, data, cfg, history) if procs.main else None
+    return evaluate_and_save(run_dir, model, data, cfg, history) if procs.main else None
 
 
 def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:
@@ -264,7 +264,7 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     os.replace(tmp, run_dir / "metrics.jsonl")
 
 
-def finish(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list) -> Path:
+def evaluate_and_save(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list) -> Path:
     t0 = time.perf_counter()
     logits = predict_logits(model, data.test_x, cfg, cfg.tta)
     eval_seconds = time.perf_counter() - t0
@@ -273,7 +273,7 @@ def finish(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list)
     preds = logits.argmax(1).cpu().numpy()
     labels = data.test_y.cpu().numpy()
     k = len(data.class_names)
-    confusion = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    confusion = confusion_matrix(labels, preds, k)
     summary = dict(
         test_acc=acc,
         test_acc_no_tta=plain,
