@@ -135,7 +135,7 @@ if [[ -s $WORK/best.onnx ]]; then
     && grep '^{' "$LOG" | tail -1 | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read())
-print(f"  onnxruntime evaluate: accuracy {r[\"accuracy\"]:.4f}, ECE {r[\"ece\"]:.4f} on {r[\"provider\"]}")' |
+print("  onnxruntime evaluate: accuracy %.4f, ECE %.4f on %s" % (r["accuracy"], r["ece"], r["provider"]))' |
     tee -a "$REPORT"
   step bench "${CLI[@]}" bench --model "$WORK/best.onnx" --provider "$PROVIDER" --repeats 50 --json \
     && grep '^{' "$LOG" | tail -1 | sed 's/^/  bench: /' | tee -a "$REPORT"
