@@ -232,3 +232,28 @@ def make_contract_model(
             model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folders: progress of a run, and two runs' final weights compared
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Completed epochs of a run folder (the lines of metrics.jsonl; 0 before the first)."""
+    try:
+        return len((run_dir / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def assert_same_run(reference: Path, run: Path, atol: float = 1e-3) -> None:
+    """Two finished runs end with the same accuracy (within a point) and the same weights."""
+    import torch
+
+    ref = json.loads((reference / "summary.json").read_text())
+    got = json.loads((run / "summary.json").read_text())
+    assert abs(ref["test_acc"] - got["test_acc"]) <= 0.01
+    a = torch.load(reference / "model.pt", weights_only=True)["model"]
+    b = torch.load(run / "model.pt", weights_only=True)["model"]
+    for key in a:
+        np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(), atol=atol, err_msg=key)

@@ -9,11 +9,10 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BIN, cli, has_torch, synthetic_images
+from conftest import BIN, assert_same_run, cli, epochs_done, has_torch, synthetic_images
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 
@@ -58,13 +57,6 @@ def test_training_learns_tiny_data(tiny_cifar, tmp_path):
     assert json.loads((run / "summary.json").read_text())["test_acc"] > 0.5
 
 
-def _epochs_done(run_dir) -> int:
-    try:
-        return len((run_dir / "metrics.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
 def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
@@ -98,10 +90,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     kills, command = 0, [exe, *args, "--name", "killed"]
     rng = random.Random(0)
     while kills < 3:
-        before = _epochs_done(run_dir)
+        before = epochs_done(run_dir)
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while _epochs_done(run_dir) <= before and proc.poll() is None and time.time() < deadline:
+        while epochs_done(run_dir) <= before and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.4))  # somewhere inside the next epoch, or during its checkpoint write
         if proc.poll() is None:
@@ -111,19 +103,13 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         assert (run_dir / "last.pt").exists()
         torch.load(run_dir / "last.pt", weights_only=True)  # never half-written
         command = [exe, "train", "--resume", str(run_dir), "--threads", "1"]
-        if _epochs_done(run_dir) >= 8:
+        if epochs_done(run_dir) >= 8:
             break
     final = cli("train", "--resume", str(run_dir), "--threads", "1")
     assert final.returncode == 0, final.stderr
     assert kills >= 3, "the run finished before it could be killed three times"
 
-    ref = json.loads((tmp_path / "reference" / "summary.json").read_text())
-    got = json.loads((run_dir / "summary.json").read_text())
-    assert abs(ref["test_acc"] - got["test_acc"]) <= 0.01
-    a = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["model"]
-    b = torch.load(run_dir / "model.pt", weights_only=True)["model"]
-    for key in a:
-        np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(), atol=1e-3, err_msg=key)
+    assert_same_run(tmp_path / "reference", run_dir)
 
 
 def test_train_on_a_folder_of_images(tmp_path):
