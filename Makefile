@@ -33,18 +33,10 @@ test: $(VENV)/.dev xvfb
 	$(BIN)/pytest
 
 # Mutation testing (mutmut) of the torch-free core and the exporter's numpy parts; slow, not in CI.
-# mutmut names modules by file path, so the package is assembled as installed (cifar10kit/...) in
-# build/mutation, with the tests; the score and the surviving mutants are printed at the end.
-# Only the fast, in-process test files run against each mutant (see [tool.mutmut] in pyproject.toml).
-MUTATION := build/mutation
+# tools/mutation.py lays the package out as installed in build/mutation, runs mutmut there and
+# prints the score and every mutant not killed. One file: make mutation ONLY=runtime/preprocess.py
 mutation: $(VENV)/.dev
-	rm -rf $(MUTATION) && mkdir -p $(MUTATION)/cifar10kit
-	cp -r cli/. $(MUTATION)/cifar10kit/
-	for d in runtime export train gui; do cp -r $$d $(MUTATION)/cifar10kit/$$d; done
-	cp -r tests pyproject.toml $(MUTATION)/
-	cd $(MUTATION) && PYTHONPATH=$$PWD/mutants nice -n 15 $(CURDIR)/$(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
-	cd $(MUTATION) && $(CURDIR)/$(BIN)/mutmut results | grep -v ": killed" || true
-	cd $(MUTATION) && $(CURDIR)/$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+	nice -n 10 $(BIN)/python tools/mutation.py $(if $(ONLY),--only $(ONLY))
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
