@@ -61,6 +61,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
     # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
+    # Pinned to the CPU: CUDA kernels are not bit-exact, and a GPU would finish before three kills.
     args = [
         "train",
         "--preset",
@@ -81,9 +82,14 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         "3",
         "--crop-size",
         "24",
+        "--device",
+        "cpu",
     ]
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
+    # Kill somewhere inside an epoch on any machine: the delay scales with this machine's shortest epoch.
+    rows = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
+    epoch_s = min(row["epoch_seconds"] for row in rows)
 
     run_dir = tmp_path / "killed"
     exe = str(BIN / "cifar10")
@@ -95,17 +101,17 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         deadline = time.time() + 120
         while epochs_done(run_dir) <= before and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 0.4))  # somewhere inside the next epoch, or during its checkpoint write
+        time.sleep(rng.uniform(0, 0.8 * epoch_s))  # inside the next epoch, or during its checkpoint write
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
         assert (run_dir / "last.pt").exists()
         torch.load(run_dir / "last.pt", weights_only=True)  # never half-written
-        command = [exe, "train", "--resume", str(run_dir), "--threads", "1"]
+        command = [exe, "train", "--resume", str(run_dir), "--threads", "1", "--device", "cpu"]
         if epochs_done(run_dir) >= 8:
             break
-    final = cli("train", "--resume", str(run_dir), "--threads", "1")
+    final = cli("train", "--resume", str(run_dir), "--threads", "1", "--device", "cpu")
     assert final.returncode == 0, final.stderr
     assert kills >= 3, "the run finished before it could be killed three times"
 
