@@ -132,8 +132,8 @@ def _open_regular(path: Path) -> int:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open, check and normalise one image file to an RGB PIL image (full size, oriented)."""
-    path = Path(os.fsdecode(path)) if isinstance(path, bytes) else Path(path)
+    """Open, check and normalise one image file to an RGB PIL image (oriented; JPEGs drafted)."""
+    path = Path(os.fsdecode(path))  # str, bytes or PathLike
     fd = _open_regular(path)
     try:
         with os.fdopen(fd, "rb") as f:
@@ -174,10 +174,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     out = np.empty(arr.shape, dtype=np.uint8)
     if mode == "F":
         finite = np.isfinite(arr)
-        top = max(float(arr.max(where=finite, initial=0.0)), 1.0)
+        top = float(arr.max(where=finite, initial=1.0))  # at least 1: [0, 1] images are scaled by 255
         scale = 255.0 / top
     elif mode == "I":
-        scale = 1.0 if int(arr.max(initial=0)) <= 255 else 1.0 / 256.0
+        scale = 1.0 if int(arr.max()) <= 255 else 1.0 / 256.0  # never empty: to_rgb refuses 0 pixels
     for r0 in range(0, arr.shape[0], _CHUNK_ROWS):
         block = arr[r0 : r0 + _CHUNK_ROWS]
         if mode.startswith("I;16"):
@@ -199,21 +199,20 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
         raise ImageError(f"{source}: image has no pixels ({w}x{h})")
     if w * h > MAX_PIXELS:
         raise ImageError(f"{source}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} MP limit (decompression bomb guard)")
-    if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+    if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):  # the modes Pillow opens JPEGs in
         # Decode at the smallest power-of-two reduction that still leaves >= 4x the target size.
         img.draft(img.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
     img.load()
     if exif_orientation(img) in range(2, 9):
         img = ImageOps.exif_transpose(img)
-    mode = img.mode
-    if mode in _HIGH_DEPTH:
+    if img.mode in _HIGH_DEPTH:
         img = _to_8bit(img)
-        mode = img.mode
+    mode = img.mode
     has_key = "transparency" in img.info
     if mode == "P":
         alpha = has_key or (img.palette is not None and img.palette.mode == "RGBA")
         img = img.convert("RGBA" if alpha else "RGB")
-    elif mode in ("LA", "La", "PA", "RGBa") or (mode in ("L", "RGB") and has_key):
+    elif mode in ("LA", "PA", "RGBa") or (mode in ("L", "RGB") and has_key):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, BACKGROUND)
@@ -251,7 +250,7 @@ def center_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 def to_input(img: Image.Image) -> np.ndarray:
     """An RGB image -> uint8 [32, 32, 3], the contract's per-image input."""
-    arr = np.asarray(fit(img), dtype=np.uint8)
+    arr = np.asarray(fit(img))  # uint8 for an RGB image
     if arr.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ImageError(f"internal: preprocessing produced shape {arr.shape}")
     return arr

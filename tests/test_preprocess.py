@@ -15,8 +15,11 @@ import json
 import os
 import queue
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -494,3 +497,273 @@ def test_the_loader_is_safe_on_threads(hostile_corpus):
     assert len(files) == 24
     for a, b in zip(once, again):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact messages and the less travelled branches (each case hand-made, in this process)
+
+
+def test_the_size_limit_message_gives_the_size_in_mb(tmp_path):
+    over = tmp_path / "huge.png"
+    with open(over, "wb") as f:
+        f.truncate(300 * 2**20 + 1)  # sparse: nothing is written
+    with pytest.raises(ImageError) as e:
+        prepare(over)
+    assert str(e.value) == f"{over}: 300 MB is over the 256 MB limit"
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [
+        (stat.S_IFIFO, "a named pipe (FIFO)"),
+        (stat.S_IFSOCK, "a socket"),
+        (stat.S_IFCHR, "a character device"),
+        (stat.S_IFBLK, "a block device"),
+        (0, "not a regular file"),  # no such file type on Linux; the words for whatever else exists
+    ],
+)
+def test_special_files_are_named_by_kind(mode, kind):
+    assert P._kind(mode) == kind
+
+
+def test_a_socket_is_refused_unread(tmp_path):
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets on this platform")
+    path = Path(tempfile.mkdtemp(dir="/tmp" if os.path.isdir("/tmp") else None)) / "s.png"  # short: bind() limit
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        with pytest.raises(ImageError) as e:
+            prepare(path)
+    assert str(e.value) == f"{path}: is a socket, not an image file; not read"
+
+
+def test_missing_files_and_broken_links_say_why(tmp_path):
+    missing = tmp_path / "missing.png"
+    with pytest.raises(ImageError) as e:
+        prepare(missing)
+    assert str(e.value) == f"{missing}: cannot read (No such file or directory)"
+
+    dangling = tmp_path / "dangling.png"
+    os.symlink(missing, dangling)
+    with pytest.raises(ImageError) as e:
+        prepare(dangling)
+    assert str(e.value) == f"{dangling}: cannot read (No such file or directory: a symbolic link to a missing file)"
+
+    loop = tmp_path / "loop.png"
+    os.symlink(loop.name, loop)
+    with pytest.raises(ImageError) as e:
+        prepare(loop)
+    assert str(e.value) == f"{loop}: cannot read (Too many levels of symbolic links: a loop of symbolic links)"
+
+    # A link whose target cannot exist (a path below a plain file) is not called a missing file.
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"x")
+    below = tmp_path / "below.png"
+    os.symlink(plain / "x.png", below)
+    with pytest.raises(ImageError) as e:
+        prepare(below)
+    assert str(e.value) == f"{below}: cannot read (Not a directory)"
+
+
+@pytest.fixture
+def swapped_after_first_look(monkeypatch, tmp_path):
+    """Simulates the race the loader guards against: the file at a path is swapped for another
+    between the loader's os.stat() and its os.open(). os.stat() reports a plain image file for the
+    returned path; open() then finds what really is there."""
+    decoy = tmp_path / "decoy.png"
+    Image.new("RGB", (4, 4)).save(decoy)
+    real_stat, target = os.stat, tmp_path / "swapped.png"
+
+    def stat_before_swap(path, *args, **kwargs):
+        return real_stat(decoy if Path(path) == target else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat_before_swap)
+    return target
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_without_blocking(swapped_after_first_look):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(swapped_after_first_look)
+
+    def _alarm(*_):
+        raise TimeoutError("open() blocked on a FIFO: it was not opened non-blocking")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(2)
+    try:
+        with pytest.raises(ImageError) as e:
+            prepare(swapped_after_first_look)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(e.value) == f"{swapped_after_first_look}: is a named pipe (FIFO), not an image file; not read"
+
+
+def test_a_file_deleted_after_the_check_is_reported(swapped_after_first_look):
+    with pytest.raises(ImageError) as e:
+        prepare(swapped_after_first_look)  # nothing there at open()
+    assert str(e.value) == f"{swapped_after_first_look}: cannot read (No such file or directory)"
+
+
+def test_the_descriptor_handed_to_the_decoder_blocks(tmp_path):
+    """Opened non-blocking (a FIFO cannot hang the open), then switched back for the decoder."""
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (4, 4)).save(path)
+    fd = P._open_regular(path)
+    try:
+        assert os.get_blocking(fd)
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+
+
+def test_decoder_errors_name_the_file_and_the_decoders_reason(tmp_path):
+    path = tmp_path / "cut.png"
+    path.write_bytes(encode(Image.fromarray(scene()), "PNG")[:400])
+    with pytest.raises(ImageError) as e:
+        prepare(path)
+    assert str(e.value) == f"{path}: corrupt or truncated image (image file is truncated)"
+
+
+def test_pillows_own_bomb_guard_is_reported_as_a_bomb(tmp_path):
+    path = tmp_path / "bomb.png"  # 400 MP declared: over twice Pillow's MAX_IMAGE_PIXELS, refused by Image.open
+    path.write_bytes(png_bytes(20000, 20000, zlib.compress(b"\x00")))
+    with pytest.raises(ImageError) as e:
+        prepare(path)
+    assert str(e.value) == f"{path}: image dimensions are too large (decompression bomb guard)"
+
+
+def test_our_pixel_limit_message_names_the_file(tmp_path):
+    over = tmp_path / "over.png"
+    over.write_bytes(png_bytes(8000, 8001, zlib.compress(b"\x00")))
+    with pytest.raises(ImageError) as e:
+        prepare(over)
+    assert str(e.value) == f"{over}: 8000x8001 is over the 64 MP limit (decompression bomb guard)"
+
+
+def test_to_rgb_names_its_source_image_by_default():
+    with pytest.raises(ImageError) as e:
+        to_rgb(Image.new("RGB", (3, 0)))
+    assert str(e.value) == "image: image has no pixels (3x0)"
+
+
+def test_unconvertible_modes_are_an_image_error():
+    """Pillow cannot convert premultiplied grey+alpha (La) to anything; that is a refusal, not a crash."""
+    with pytest.raises(ImageError) as e:
+        to_rgb(Image.new("La", (2, 2)), source="la.png")
+    assert str(e.value) == "la.png: colour mode La cannot be converted to RGB (conversion from La to L not supported)"
+
+
+def test_to_input_refuses_what_is_not_rgb():
+    with pytest.raises(ImageError) as e:
+        to_input(Image.new("L", (40, 40)))
+    assert str(e.value) == "internal: preprocessing produced shape (32, 32)"
+
+
+def test_an_rgb_image_is_returned_as_is():
+    img = Image.new("RGB", (5, 4), (1, 2, 3))
+    assert to_rgb(img) is img  # no copy of a big photo
+
+
+def test_the_first_frame_even_when_the_image_was_left_on_another(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (4, 4), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    for frame in (1, 2):
+        with Image.open(path) as img:
+            img.seek(frame)
+            assert np.asarray(to_rgb(img))[0, 0].tolist() == [255, 0, 0], frame
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "reduced"),
+    [
+        # The largest reduction r in (1, 2, 4, 8) with min(w, h) / r >= 128 (4x the model input):
+        ("RGB", (800, 1100), (200, 275)),  # 800 / 128 = 6.25 -> r = 4
+        ("RGB", (1100, 800), (275, 200)),
+        ("RGB", (1100, 2000), (138, 250)),  # 1100 / 128 = 8.6 -> r = 8; sizes round up
+        ("RGB", (2000, 1100), (250, 138)),
+        ("L", (1100, 800), (275, 200)),
+        ("CMYK", (800, 1100), (200, 275)),
+        ("RGB", (200, 300), (200, 300)),  # under 256 on a side: no reduction
+    ],
+)
+def test_jpegs_are_decoded_at_the_documented_reduction(tmp_path, mode, size, reduced):
+    path = tmp_path / "photo.jpg"
+    colour = {"RGB": (10, 120, 230), "L": 77, "CMYK": (0, 0, 0, 0)}[mode]
+    Image.new(mode, size, colour).save(path, quality=95)
+    img = P.load_image(path)
+    assert img.size == reduced and img.mode == "RGB"
+    want = {"RGB": (10, 120, 230), "L": (77, 77, 77), "CMYK": (255, 255, 255)}[mode]
+    assert np.abs(np.asarray(img, dtype=int) - want).max() <= 2
+
+
+def test_exif_orientation_reads_the_tag():
+    img = Image.new("RGB", (2, 2))
+    assert P.exif_orientation(img) == 1  # absent
+    img.getexif()[0x0112] = 6
+    assert P.exif_orientation(img) == 6
+    img.getexif()[0x0112] = "6"  # a damaged tag of the wrong type means no orientation
+    assert P.exif_orientation(img) == 1
+    broken = Image.new("RGB", (2, 2))
+    broken.info["exif"] = b"Exif\x00\x00garbage!"  # Pillow cannot parse this EXIF block at all
+    assert P.exif_orientation(broken) == 1
+
+
+def test_a_damaged_exif_block_is_no_orientation_not_a_bad_image(tmp_path):
+    path = tmp_path / "exif.png"
+    arr = np.zeros((2, 3, 3), np.uint8)
+    arr[:, 0] = (200, 0, 0)  # left column red: a mirror or rotation would move it
+    Image.fromarray(arr).save(path, exif=b"Exif\x00\x00garbage!")
+    got = np.asarray(P.load_image(path))
+    np.testing.assert_array_equal(got, arr)
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        ([[0, 128, 256, 384, 511]], [[0, 0, 1, 1, 1]]),  # max 256 does not fit: >> 8, rounding down
+        ([[-5, -1, 0, 100, 255]], [[0, 0, 0, 100, 255]]),  # negatives are 0
+    ],
+)
+def test_32bit_integer_images_at_the_8bit_boundary(values, want):
+    out = np.asarray(to_rgb(_mode_image("I", values)))
+    np.testing.assert_array_equal(out[..., 0], np.array(want, np.uint8))
+
+
+def test_float_images_round_half_up():
+    out = np.asarray(to_rgb(_mode_image("F", [[0.004, 0.0061, 0.3, 1.0]])))  # x 255 = 1.02, 1.56, 76.5, 255
+    np.testing.assert_array_equal(out[..., 0], np.array([[1, 2, 77, 255]], np.uint8))
+
+
+def test_palette_alpha_is_composited_on_white():
+    img = Image.new("P", (2, 1))
+    img.putpalette([200, 100, 50, 0] + [10, 20, 30, 255] * 255, "RGBA")  # index 0 fully transparent
+    img.putpixel((1, 0), 1)
+    assert np.asarray(to_rgb(img)).tolist() == [[[255, 255, 255], [10, 20, 30]]]
+
+
+@pytest.mark.parametrize(
+    ("img", "want"),
+    [
+        # (200,100,50) at alpha 128 on white: c * 128/255 + 255 * 127/255, rounded
+        (Image.new("PA", (1, 1), (0, 128)), [227, 177, 152]),
+        (Image.new("LA", (1, 1), (200, 128)), [227, 227, 227]),
+        (Image.new("RGBa", (1, 1), (100, 50, 25, 128)), [227, 177, 152]),  # premultiplied: (199, 99, 49) / 128
+    ],
+    ids=["PA", "LA", "RGBa"],
+)
+def test_every_alpha_mode_is_composited_on_white(img, want):
+    if img.mode == "PA":
+        img.putpalette([200, 100, 50] * 256)
+    assert np.asarray(to_rgb(img))[0, 0].tolist() == want
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_colour_key_is_composited_on_white(tmp_path, mode):
+    arr = np.array([[[0, 0, 0], [90, 90, 90]]], np.uint8)
+    img = Image.fromarray(arr if mode == "RGB" else arr[..., 0])
+    path = tmp_path / "key.png"
+    img.save(path, transparency=(0, 0, 0) if mode == "RGB" else 0)
+    assert np.asarray(P.load_image(path)).tolist() == [[[255, 255, 255], [90, 90, 90]]]
