@@ -89,12 +89,12 @@ def _parse_pickle(data: bytes) -> Any:
     """Evaluate the data-only subset of pickle; callables are recorded, never resolved."""
     stack: list = []
     memo: dict[int, Any] = {}
+    # genops stops right after STOP and raises ValueError when the data ends before it, so the loop
+    # always finishes at STOP with the pickled object on top of the stack.
     for op, arg, _ in pickletools.genops(data):
         name = op.name
-        if name in ("PROTO", "FRAME"):
+        if name in ("PROTO", "FRAME", "STOP"):
             continue
-        if name == "STOP":
-            return stack.pop()
         if name == "MARK":
             stack.append(_MARK)
         elif name in _STRING_OPS:
@@ -152,7 +152,7 @@ def _parse_pickle(data: bytes) -> Any:
             stack[-1].state = state
         else:
             raise ValueError(f"unsupported pickle opcode {name}")
-    raise ValueError("no STOP opcode (truncated file?)")
+    return stack.pop()
 
 
 _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
@@ -204,7 +204,7 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: not a valid CIFAR-10 batch ({e}); delete it and "
             f"{download_hint(path.parent.parent if path.parent.name == CIFAR_DIRNAME else path.parent)}"
         ) from None
-    images = flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    images = flat.reshape(len(flat), 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
 
 
