@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
+import struct
 import tarfile
 from pathlib import Path
 
@@ -299,3 +301,268 @@ def test_download_retries_exactly_once(tmp_path, bad):
     retries = [n for n in notes if "corrupt or partial" in n and n.endswith("retrying")]
     assert len(retries) == min(bad, 1) and len(notes) == len(retries)
     assert not [p for p in dest.iterdir() if p.name.startswith(".download-")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches written the way Python 2's cPickle wrote the official files (protocol 2: str values are
+# SHORT_BINSTRING/BINSTRING, the array is numpy's _reconstruct + BUILD), assembled opcode by opcode
+# so that hostile variants of the same layout can be built too.
+
+
+def _str(b: bytes) -> bytes:
+    """A Python 2 str: SHORT_BINSTRING below 256 bytes, BINSTRING above (the pixel data)."""
+    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<I", len(b)) + b
+
+
+def _int(n: int) -> bytes:
+    if 0 <= n < 256:
+        return b"K" + bytes([n])  # BININT1
+    if 0 <= n < 65536:
+        return b"M" + struct.pack("<H", n)  # BININT2
+    return b"J" + struct.pack("<i", n)  # BININT
+
+
+def _global(module: bytes, name: bytes) -> bytes:
+    return b"c" + module + b"\n" + name + b"\n"
+
+
+U8_DTYPE = _global(b"numpy", b"dtype") + _str(b"u1") + _int(0) + _int(1) + b"\x87R"  # dtype('u1', 0, 1)
+U8_DTYPE += b"(" + _int(3) + _str(b"|") + b"NNN" + _int(-1) + _int(-1) + _int(0) + b"tb"  # its state
+
+
+def _reconstruct(state: bytes) -> bytes:
+    """_reconstruct(ndarray, (0,), 'b') then BUILD with the opcodes of `state` as a MARK..TUPLE."""
+    call = _global(b"numpy.core.multiarray", b"_reconstruct") + _global(b"numpy", b"ndarray")
+    call += _int(0) + b"\x85" + _str(b"b") + b"\x87R"  # TUPLE1, TUPLE3, REDUCE
+    return call + b"(" + state + b"tb"
+
+
+def _py2_array(shape: tuple[int, int], raw: bytes, dtype: bytes = U8_DTYPE, fortran: bool = False) -> bytes:
+    """numpy's array as in the official files: state (1, shape, dtype, fortran, raw)."""
+    shape_tuple = _int(shape[0]) + _int(shape[1]) + b"\x86"  # TUPLE2
+    return _reconstruct(_int(1) + shape_tuple + dtype + (b"\x88" if fortran else b"\x89") + _str(raw))
+
+
+def _py2_batch(data: bytes, labels: list[int]) -> bytes:
+    """{'batch_label': ..., 'labels': [...], 'data': <data>} with SETITEMS and APPENDS, like the official files."""
+    items = _str(b"batch_label") + _str(b"testing batch 1 of 1")
+    items += _str(b"labels") + b"](" + b"".join(_int(v) for v in labels) + b"e"
+    return b"\x80\x02}(" + items + _str(b"data") + data + b"u."
+
+
+def test_python2_batch_like_the_official_files_reads_back(tmp_path):
+    images, labels = synthetic_images(4, 7)
+    flat = images.transpose(0, 3, 1, 2).reshape(4, -1)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_py2_batch(_py2_array((4, 3072), flat.tobytes()), [int(v) for v in labels]))
+    # The writer is faithful: numpy itself unpickles what it wrote (safe here: we wrote every opcode).
+    unpickled = pickle.loads(path.read_bytes(), encoding="bytes")
+    np.testing.assert_array_equal(unpickled[b"data"], flat)
+    assert unpickled[b"labels"] == labels.tolist()
+    x, y = D.read_batch(path)
+    np.testing.assert_array_equal(x, images)
+    assert y.tolist() == labels.tolist() and y.dtype == np.int64
+
+
+def test_empty_batch_reads_back_with_int64_labels(tmp_path):
+    """No images at all is a valid batch; an empty label list must still come back as int64."""
+    py2 = tmp_path / "py2"
+    py2.write_bytes(_py2_batch(_py2_array((0, 3072), b""), []))  # '](e': a MARK with nothing above it
+    py3 = tmp_path / "py3"
+    py3.write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=3))
+    for path in (py2, py3):
+        x, y = D.read_batch(path)
+        assert x.shape == (0, 32, 32, 3) and x.dtype == np.uint8
+        assert y.shape == (0,) and y.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------------------------
+# The reader agrees with pickle.loads on data-only pickles. read_meta hands back whatever list is
+# stored under 'label_names', so it shows every value the reader built.
+
+
+def _meta_names(tmp_path: Path, data: bytes) -> tuple:
+    folder = tmp_path / "meta"
+    folder.mkdir(exist_ok=True)
+    (folder / "batches.meta").write_bytes(data)
+    return D.read_meta(folder)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_memo_and_small_containers_read_back_like_pickle(tmp_path, protocol):
+    shared = [1, 2]
+    many = [f"name{i}" for i in range(300)]  # past 256 memo entries: LONG_BINPUT / LONG_BINGET
+    values = [(), (1,), [7], shared, (3, 4), shared, "x", *many, many[3], many[299], [shared]]
+    data = pickle.dumps({"label_names": values}, protocol=protocol)  # a str key: protocol 2 has no bytes
+    ops = {op.name for op, _, _ in pickletools.genops(data)}
+    assert {"EMPTY_TUPLE", "APPEND", "BINGET", "LONG_BINGET"} <= ops  # what this test is about
+    assert ({"BINPUT", "LONG_BINPUT"} if protocol < 4 else {"MEMOIZE"}) <= ops
+    got = _meta_names(tmp_path, data)
+    assert got == tuple(values) == tuple(pickle.loads(data)["label_names"])
+    assert got[3] is got[5] and got[-1][0] is got[3]  # a memo reference is the same object, as in pickle
+
+
+def test_python2_strings_and_marks_with_nothing_after_them(tmp_path):
+    """Python 2 str values become bytes (as pickle.loads(encoding='bytes') gives them); a MARK
+    directly followed by TUPLE/APPENDS/SETITEMS makes an empty container."""
+    names = b"](" + _str(b"cat") + _str("caf\xe9".encode("latin-1")) + b"(t" + b"](e" + b"}(u" + _str(b"x" * 300) + b"e"
+    data = b"\x80\x02}" + _str(b"label_names") + names + b"s."
+    expected = ("cat", "caf\xe9", (), [], {}, "x" * 300)  # read_meta decodes bytes names as latin-1
+    loaded = pickle.loads(data, encoding="bytes")[b"label_names"]
+    assert tuple(v.decode("latin-1") if isinstance(v, bytes) else v for v in loaded) == expected
+    assert _meta_names(tmp_path, data) == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# Why a batch is refused: the reason in the message, for each kind of damage
+
+HINT = "download it with `cifar10 download --data-dir {}`, or pass --data-dir / set $CIFAR10_DATA to a copy"
+
+
+def _reason(path: Path) -> str:
+    """The reason read_batch gives (in brackets) for refusing `path`; the rest of the message is fixed."""
+    with pytest.raises(D.DatasetError) as e:
+        D.read_batch(path)
+    prefix = f"{path}: not a valid CIFAR-10 batch ("
+    suffix = f"); delete it and {HINT.format(path.parent)}"
+    message = str(e.value)
+    assert message.startswith(prefix) and message.endswith(suffix), message
+    return message[len(prefix) : -len(suffix)]
+
+
+U8_ZEROS = np.zeros((2, 3072), np.uint8)
+NOT_NUMPY_DTYPE = _global(b"numpy", b"not dtype") + _str(b"u1") + _int(0) + _int(1) + b"\x87R"
+
+REFUSALS = {
+    # What the reader builds is not a batch
+    "not-a-dict": (pickle.dumps([1, 2, 3], 3), "top level is not a dict"),
+    "no-labels": (pickle.dumps({b"data": U8_ZEROS}, 3), "no 'data' and 'labels' entries"),
+    "no-data": (pickle.dumps({b"labels": [0, 1]}, 3), "no 'data' and 'labels' entries"),
+    "wrong-shape": (
+        pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, 3),
+        "data shape (2, 100) and 2 labels do not match",
+    ),
+    "label-count": (
+        pickle.dumps({b"data": U8_ZEROS, b"labels": [0, 1, 2]}, 3),
+        "data shape (2, 3072) and 3 labels do not match",
+    ),
+    "3d-data": (
+        pickle.dumps({b"data": np.zeros((2, 3, 1024), np.uint8), b"labels": [0, 1]}, 3),
+        "data shape (2, 3, 1024) and 2 labels do not match",
+    ),
+    # 'data' is not numpy's array reconstruction
+    "bytes-data": (pickle.dumps({b"data": bytes(6144), b"labels": [0, 1]}, 3), "'data' is not a numpy array"),
+    "list-data": (pickle.dumps({b"data": [0] * 6144, b"labels": [0, 1]}, 3), "'data' is not a numpy array"),
+    "other-callable": (
+        _py2_batch(_global(b"os", b"system") + _str(b"true") + b"\x85R" + b"(" + b"NNNNN" + b"tb", [0]),
+        "'data' is not a numpy array",
+    ),
+    "four-field-state": (
+        _py2_batch(_reconstruct(_int(1) + _int(3072) + b"\x85" + U8_DTYPE + _str(bytes(3072))), [0]),
+        "'data' is not a numpy array",
+    ),
+    # ... or not one of C-ordered uint8
+    "float-data": (
+        pickle.dumps({b"data": U8_ZEROS.astype(np.float32), b"labels": [0, 1]}, 3),
+        "'data' is not a C-ordered uint8 array",
+    ),
+    "fortran-data": (
+        _py2_batch(_py2_array((1, 3072), bytes(3072), fortran=True), [0]),
+        "'data' is not a C-ordered uint8 array",
+    ),
+    "plain-dtype": (
+        _py2_batch(_py2_array((1, 3072), bytes(3072), dtype=b"N"), [0]),
+        "'data' is not a C-ordered uint8 array",
+    ),
+    "dtype-named-otherwise": (
+        _py2_batch(_py2_array((1, 3072), bytes(3072), dtype=NOT_NUMPY_DTYPE), [0]),
+        "'data' is not a C-ordered uint8 array",
+    ),
+    "short-data": (
+        _py2_batch(_py2_array((2, 3072), bytes(100)), [0, 1]),
+        "'data' holds 100 bytes, its shape (2, 3072) needs 6144",
+    ),
+    # Not a data-only pickle, or not one this reader understands
+    "callable-key": (
+        pickle.dumps({b"data": U8_ZEROS, b"labels": [0, 1], frozenset({1}): 0}, 3),
+        "it is not a data-only pickle",
+    ),
+    "build-on-a-value": (b"\x80\x02}}b.", "BUILD on a plain value"),
+    "protocol-0": (pickle.dumps({b"data": 1}, 0), "unsupported pickle opcode DICT"),
+    "tuple-without-mark": (b"\x80\x02t.", "MARK missing"),
+    "appends-without-mark": (b"\x80\x02]K\x01e.", "MARK missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusal_says_why(tmp_path, case):
+    data, reason = REFUSALS[case]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(data)
+    assert _reason(path) == reason
+
+
+def test_refusal_inside_the_cifar_folder_points_at_the_data_dir(tmp_path):
+    """The download hint names the folder that holds cifar-10-batches-py, as --data-dir expects."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(b"\x80\x02t.")
+    with pytest.raises(D.DatasetError) as e:
+        D.read_batch(folder / "test_batch")
+    assert str(e.value) == (
+        f"{folder / 'test_batch'}: not a valid CIFAR-10 batch (MARK missing); delete it and {HINT.format(tmp_path)}"
+    )
+
+
+def test_download_hint_quotes_the_folder():
+    assert D.download_hint(Path("/data/my cifar")) == HINT.format("'/data/my cifar'")
+    assert D.download_hint(Path("/data/cifar")) == HINT.format("/data/cifar")
+
+
+def test_unreadable_batch_says_why(tmp_path):
+    with pytest.raises(D.DatasetError) as e:
+        D.read_batch(tmp_path / "test_batch")
+    assert str(e.value) == f"{tmp_path / 'test_batch'}: cannot read (No such file or directory)"
+    with pytest.raises(D.DatasetError) as e:
+        D.read_batch(tmp_path)
+    assert str(e.value) == f"{tmp_path}: cannot read (Is a directory)"
+
+
+def test_missing_files_are_listed_by_name(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    with pytest.raises(D.DatasetError) as e:
+        D.load_cifar10(tmp_path)  # the default split is 'test'
+    assert str(e.value) == f"{folder}: CIFAR-10 test files missing (test_batch); {HINT.format(tmp_path)}"
+    folder.mkdir()
+    for name in ("data_batch_1", "data_batch_3", "data_batch_4"):
+        (folder / name).write_bytes(b"")  # only their presence is checked before anything is read
+    with pytest.raises(D.DatasetError) as e:
+        D.load_cifar10(folder, "train")
+    assert str(e.value) == (
+        f"{folder}: CIFAR-10 train files missing (data_batch_2, data_batch_5); {HINT.format(tmp_path)}"
+    )
+
+
+def test_default_split_is_test(tmp_path):
+    root = make_tiny_cifar(tmp_path, per_batch=3, test=7)
+    x, y, _ = D.load_cifar10(root)
+    np.testing.assert_array_equal(x, D.read_batch(root / "cifar-10-batches-py" / "test_batch")[0])
+    assert len(y) == 7
+
+
+def test_scan_image_folder_refusals_and_hidden_folders(tmp_path):
+    with pytest.raises(D.DatasetError) as e:
+        D.scan_image_folder(tmp_path / "absent")
+    assert str(e.value) == f"{tmp_path / 'absent'}: not a folder; expected one sub-folder per class"
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(D.DatasetError) as e:
+        D.scan_image_folder(tmp_path)
+    suffixes = ".png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff, .ppm, .pgm, .pbm"
+    assert str(e.value) == f"{tmp_path}: class folders hold no images ({suffixes})"
+    # Hidden folders (.thumbnails, .ipynb_checkpoints...) are not classes, even with images inside.
+    (tmp_path / ".thumbnails").mkdir()
+    for folder in ("cat", ".thumbnails"):
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "0.png")
+    items, classes = D.scan_image_folder(tmp_path)
+    assert classes == ("cat",) and items == [(tmp_path / "cat" / "0.png", 0)]
