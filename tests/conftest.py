@@ -135,6 +135,32 @@ def trained_model(tmp_path_factory, trained_run, tiny_cifar) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def export_variant(tmp_path_factory, trained_run, tiny_cifar):
+    """export_variant(precision, tta) -> (path, export result): each variant of trained_run exported once
+    per session and shared by the tests that read it (exports dominate the suite's time)."""
+    from cifar10kit.export.exporter import export
+
+    folder, made = tmp_path_factory.mktemp("variants"), {}
+
+    def get(precision: str, tta: str) -> tuple[Path, dict]:
+        if (precision, tta) not in made:
+            path = folder / f"{precision}-{tta}.onnx"
+            result = export(
+                trained_run,
+                path,
+                data_dir=str(tiny_cifar),
+                tta=tta,
+                precision=precision,
+                max_drop=0.2,
+                log=lambda *_: None,
+            )
+            made[precision, tta] = path, result
+        return made[precision, tta]
+
+    return get
+
+
 # ----------------------------------------------------------------------------------------------
 # Running the installed console script
 

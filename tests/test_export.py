@@ -158,11 +158,9 @@ def _run(path, pixels):
     return sess.run(None, {C.INPUT_NAME: pixels})
 
 
-def test_int8_and_fp16_variants(trained_run, tmp_path, tiny_cifar):
-    from cifar10kit.export.exporter import export
+def test_int8_and_fp16_variants(export_variant, tiny_cifar):
     from cifar10kit.runtime.dataset import load_cifar10
 
-    quiet = dict(data_dir=str(tiny_cifar), log=lambda *_: None, max_drop=0.2)
     files = {}
     for name, tta, precision in [
         ("fp32", "none", "fp32"),
@@ -170,8 +168,7 @@ def test_int8_and_fp16_variants(trained_run, tmp_path, tiny_cifar):
         ("int8-tta", "translate", "int8"),
         ("fp16", "none", "fp16"),
     ]:
-        files[name] = tmp_path / f"{name}.onnx"
-        result = export(trained_run, files[name], tta=tta, precision=precision, **quiet)
+        files[name], result = export_variant(precision, tta)
         assert result["metadata"][C.KEY_PRECISION] == precision and result["metadata"][C.KEY_TTA] == tta
     x, _, _ = load_cifar10(tiny_cifar, "test")
     reference = _run(files["fp32"], x)[0]
