@@ -85,5 +85,5 @@ def test_shipped_model_accuracy_on_the_full_test_set(shared_data):
     assert out["n"] == 10000
     assert out["accuracy"] >= 0.94
     assert out["ece"] < 0.03  # temperature-scaled at export; uncalibrated, this recipe scores about 0.2
-    clean = json.loads(cli("evaluate", "--model", "clean", "--data-dir", str(shared_data), "--json").stdout)
-    assert clean["accuracy"] >= 0.95
+    # Within a quarter point of the figure the file states (measured at export, on these 10,000 images).
+    assert abs(out["accuracy"] - Classifier(provider="cpu").info.test_accuracy) <= 0.0025
