@@ -69,9 +69,9 @@ if [[ ${INSTALL:-1} == 1 ]]; then
 fi
 CLI=("$PY" -m cifar10kit)
 if ((DRY)); then
-  FAST=(--epochs 1) BEST=(--epochs 1 --subset 2000) VERIFY=(--verify-n 200)
+  FAST=(--epochs 1) BEST=(--epochs 1 --subset 2000) VERIFY=(--verify-n 200) BENCH=(--repeats 10 --batch-size 32)
 else
-  FAST=() BEST=() VERIFY=()
+  FAST=() BEST=() VERIFY=() BENCH=(--repeats 50)
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ import json, sys
 r = json.loads(sys.stdin.read())
 print("  onnxruntime evaluate: accuracy %.4f, ECE %.4f on %s" % (r["accuracy"], r["ece"], r["provider"]))' |
     tee -a "$REPORT"
-  step bench "${CLI[@]}" bench --model "$WORK/best.onnx" --provider "$PROVIDER" --repeats 50 --json \
+  step bench "${CLI[@]}" bench --model "$WORK/best.onnx" --provider "$PROVIDER" "${BENCH[@]}" --json \
     && grep '^{' "$LOG" | tail -1 | sed 's/^/  bench: /' | tee -a "$REPORT"
 fi
 
