@@ -30,7 +30,8 @@ class Report:
 
     def table(self) -> str:
         k = len(self.class_names)
-        w = max(6, max(len(n) for n in self.class_names))
+        # The name column is as wide as its header or the longest name, so counts sit under their class.
+        w = max(len("true/pred"), max(len(n) for n in self.class_names))
         short = [n[:5] for n in self.class_names]
         lines = [
             f"accuracy {self.accuracy:.4f} on {self.n} images"
@@ -70,10 +71,10 @@ def report(probs: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], 
     per_class = {n: float(confusion[i, i] / max(totals[i], 1)) for i, n in enumerate(class_names)}
     return Report(
         n=len(labels),
-        accuracy=float((preds == labels).mean()) if len(labels) else float("nan"),
+        accuracy=float((preds == labels).mean()) if len(labels) else np.nan,
         per_class=per_class,
         confusion=confusion,
-        ece=expected_calibration_error(probs, labels) if len(labels) else float("nan"),
+        ece=expected_calibration_error(probs, labels) if len(labels) else np.nan,
         class_names=tuple(class_names),
         skipped=skipped,
     )

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,15 @@ def test_ece_bin_edges_belong_to_the_lower_bin():
     assert expected_calibration_error(probs, labels, bins=2) == pytest.approx(want2)
     # With 1 bin everything is together: accuracy 2/3 against mean confidence 0.65.
     assert expected_calibration_error(probs, labels, bins=1) == pytest.approx(abs(2 / 3 - 0.65))
+
+
+def test_ece_default_is_15_bins():
+    # 0.93 and 0.935 straddle the 15-bin edge 14/15 = 0.9333 but share the 16-bin (0.875, 0.9375].
+    probs = np.array([[0.93, 0.07], [0.935, 0.065]])
+    labels = np.array([0, 1])  # right, wrong
+    separate = 0.5 * (1 - 0.93) + 0.5 * 0.935
+    assert expected_calibration_error(probs, labels) == pytest.approx(separate)
+    assert expected_calibration_error(probs, labels, bins=16) == pytest.approx(abs(0.5 - 0.9325))
 
 
 def test_ece_extremes():
@@ -101,10 +111,30 @@ def test_report_table():
     assert "skipped" not in report(_onehot([0]), np.array([0]), ("a", "b", "c")).table()
 
 
+def test_report_table_exactly():
+    """Counts sit right under their (5-letter) class headers, whatever the length of the names."""
+    probs = _onehot([0, 2, 2, 1])
+    labels = np.array([0, 1, 2, 2])
+    assert report(probs, labels, ("cat", "dog", "frog")).table() == (
+        "accuracy 0.5000 on 4 images; expected calibration error 0.3000\n"
+        "\n"
+        "true/pred   cat   dog  frog   acc\n"
+        "      cat     1     0     0  1.000\n"
+        "      dog     0     0     1  0.000\n"
+        "     frog     0     1     1  0.500"
+    )
+    assert report(probs, labels, ("automobile", "b", "c")).table().splitlines()[2:4] == [
+        " true/pred autom     b     c   acc",
+        "automobile     1     0     0  1.000",
+    ]
+
+
 def test_report_class_without_images_and_no_images():
     r = report(_onehot([0, 0]), np.array([0, 0]), ("a", "b", "c"))
     assert r.per_class == {"a": 1.0, "b": 0.0, "c": 0.0} and r.accuracy == 1.0
-    empty = report(np.zeros((0, 3)), np.zeros(0, int), ("a", "b", "c"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy "mean of empty slice" warning for an empty set
+        empty = report(np.zeros((0, 3)), np.zeros(0, int), ("a", "b", "c"))
     assert empty.n == 0 and np.isnan(empty.accuracy) and np.isnan(empty.ece)
     assert empty.confusion.shape == (3, 3) and empty.confusion.sum() == 0
 
