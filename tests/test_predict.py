@@ -14,12 +14,16 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cifar10kit.runtime.predict import ProgressLine, Result, classify_paths, collect
+from cifar10kit.runtime.preprocess import prepare
 from cifar10kit.runtime.session import Classifier
 
 from conftest import BIN, CLASSES, cli, make_contract_model, probe_probabilities
@@ -153,6 +157,109 @@ def test_progress_line(capsys):
     assert re.fullmatch(r"working \[#{15} {15}\] 2/4 \d+/s ETA \d+s", lines[0]), lines[0]
     assert re.fullmatch(r"working \[#{30}\] 4/4 \d+/s ETA 0s\n", lines[1]), lines[1]
     assert not ProgressLine("quiet").enabled or sys.stderr.isatty()
+
+
+def test_result_as_json_names_every_field():
+    r = Result("x.png", "cat", 0.75, [("cat", 0.75), ("dog", 0.25)], uncertain=True)
+    assert r.as_json() == {
+        "path": "x.png",
+        "label": "cat",
+        "probability": 0.75,
+        "top_k": [{"label": "cat", "probability": 0.75}, {"label": "dog", "probability": 0.25}],
+        "uncertain": True,
+        "error": None,
+    }
+    bad = Result("y.png", error="y.png: broken")
+    assert bad.as_json() == {
+        "path": "y.png",
+        "label": None,
+        "probability": None,
+        "top_k": [],
+        "uncertain": False,
+        "error": "y.png: broken",
+    }
+
+
+def test_classify_paths_batches_of_errors_only_and_errors_first(models, images):
+    """A batch with no readable image runs no model; an error early in a batch keeps the rest of it."""
+    model = Classifier(models["none"], provider="cpu")
+    paths = [images["broken"], images["broken"], images["broken"], images["white"], images["black"]]
+    seen = []
+    results = list(classify_paths(model, paths, batch_size=2, progress=lambda d, t: seen.append((d, t))))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.label for r in results] == [None, None, None, "truck", "airplane"]
+    assert all(r.error for r in results[:3]) and results[3].error is None and results[4].error is None
+
+
+def test_classify_paths_defaults_five_labels_and_batches_of_64(models, images):
+    model = Classifier(models["none"], provider="cpu")
+    seen = []
+    results = list(classify_paths(model, [images["mid"]] * 65, progress=lambda d, t: seen.append((d, t))))
+    assert seen == [(64, 65), (65, 65)]
+    assert len(results) == 65 and all(len(r.top_k) == 5 for r in results)
+
+
+def test_classify_paths_unexpected_error_names_the_exception(models):
+    """Anything prepare() did not foresee (here a NUL byte in the name) is one error row, not a crash."""
+    model = Classifier(models["none"], provider="cpu")
+    (r,) = classify_paths(model, [Path("bad\x00name.png")])
+    assert r.label is None and r.error == "bad\x00name.png: unexpected error (ValueError: embedded null byte)"
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(8, 4), (2, 2), (None, 1)])
+def test_classify_paths_decodes_on_at_most_four_threads(models, images, monkeypatch, cpus, threads):
+    """min(4, CPU count) decoding threads, 1 when the count is unknown. Each decode waits until the
+    expected number of threads exists (so the pool must start them all), then lingers a little so that
+    a pool allowed more threads would start more."""
+    import cifar10kit.runtime.predict as predict
+
+    used = set()
+    gave_up = []  # the expected threads never came: wait no more (and fail below)
+    started = threading.Condition()
+
+    def slow_prepare(path):
+        with started:
+            used.add(threading.get_ident())
+            started.notify_all()
+            if not started.wait_for(lambda: len(used) >= threads or gave_up, timeout=2):
+                gave_up.append(path)
+        time.sleep(0.02)
+        return prepare(path)
+
+    model = Classifier(models["none"], provider="cpu")
+    monkeypatch.setattr(predict, "prepare", slow_prepare)
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert len(list(classify_paths(model, [images["mid"]] * 8))) == 8
+    assert len(used) == threads and not gave_up
+
+
+def test_collect_double_star_globs_recurse(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("top.png", "a/one.png", "a/b/two.png"):
+        _grey(tmp_path / rel, 9)
+    got = collect([str(tmp_path / "**" / "*.png")])
+    assert got == [tmp_path / "a" / "b" / "two.png", tmp_path / "a" / "one.png", tmp_path / "top.png"]
+
+
+def test_progress_line_default_minimum_is_50_items(capsys):
+    bar = ProgressLine("x", force=True)
+    bar(1, 49)
+    assert capsys.readouterr().err == ""
+    bar(1, 50)  # exactly the minimum: shown
+    assert capsys.readouterr().err.startswith("\rx [")
+
+
+def test_progress_line_rate_and_eta(capsys):
+    bar = ProgressLine("w", force=True, min_items=1)
+    bar.t0 = time.perf_counter() - 0.5  # half a second ago: 100 done is ~200/s, 200 left is ~1 s
+    bar(100, 300)
+    bar(0, 300)  # nothing done yet: no rate, and no ETA rather than a division by zero
+    first, second = capsys.readouterr().err.split("\r")[1:]
+    m = re.fullmatch(r"w \[#{10} {20}\] 100/300 (\d+)/s ETA (\d+)s", first)
+    assert m, first
+    assert 140 <= int(m.group(1)) <= 200 and m.group(2) == "1", first
+    assert re.fullmatch(r"w \[ {30}\] 0/300 0/s ETA 0s", second), second
 
 
 # ----------------------------------------------------------------------------------------------
