@@ -105,6 +105,23 @@ def test_missing_required_keys_are_listed_in_order():
             ModelInfo.from_metadata({k: v for k, v in GOOD.items() if k != key})
 
 
+def test_missing_keys_message_in_full_and_the_default_source():
+    meta = {k: v for k, v in GOOD.items() if k != C.KEY_CREATED}
+    with pytest.raises(ContractError) as e:
+        ModelInfo.from_metadata(meta)
+    assert str(e.value) == (
+        "model: metadata is missing created; it was not written by `cifar10 export` (re-export the checkpoint with it)"
+    )
+    with pytest.raises(ContractError, match=r"^model: class_names is not JSON"):
+        ModelInfo.from_metadata({**GOOD, C.KEY_CLASS_NAMES: "cat"})
+
+
+def test_input_layout_is_read_from_the_file():
+    """The field holds what the file says (for display), not the runtime's own constant."""
+    info = ModelInfo.from_metadata({**GOOD, C.KEY_INPUT_LAYOUT: "NHWC uint8 RGB 0-255 (v2 exporter)"})
+    assert info.input_layout == "NHWC uint8 RGB 0-255 (v2 exporter)"
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole files: a good one, and one for each breach
 
