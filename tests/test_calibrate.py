@@ -32,6 +32,16 @@ def test_softmax_by_hand():
     assert softmax(np.zeros((2, 4))).sum(1).tolist() == [1.0, 1.0]
 
 
+def test_softmax_is_float64_and_stable_row_by_row():
+    third = np.array([[0.0, np.log(3)]], np.float32)
+    out = softmax(third)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, [[0.25, 0.75]], rtol=1e-7)  # float32 input is only good to ~1e-7
+    # Each row is shifted by its own maximum: a row far below another's scale still sums to 1.
+    rows = softmax(np.array([[1000.0, 0.0], [-1000.0, -1000.0 + np.log(3)]]))
+    np.testing.assert_allclose(rows, [[1.0, 0.0], [0.25, 0.75]])
+
+
 def _three_in_four(gap: float, n: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Every row has logits (0, gap); the second class is right 3 times in 4."""
     return np.tile([0.0, gap], (n, 1)), np.tile([1, 1, 1, 0], n // 4)
@@ -42,6 +52,27 @@ def test_fit_temperature_closed_form(gap):
     """softmax((0, gap) / T) must say 75% for answers right 75% of the time: gap / T = ln 3."""
     logits, labels = _three_in_four(gap)
     assert fit_temperature(logits, labels) == pytest.approx(gap / np.log(3), rel=1e-6)
+
+
+def test_fit_temperature_in_float64_for_float32_logits():
+    """Logits usually come out of a net as float32; the likelihood is still computed in float64
+    (a float32 one would be flat to within its rounding over a ~1e-4 range of T)."""
+    logits, labels = _three_in_four(1.0)
+    assert fit_temperature(logits.astype(np.float32), labels) == pytest.approx(1 / np.log(3), rel=1e-6)
+
+
+def test_fit_temperature_ignores_each_rows_offset():
+    """Adding a constant to a row's logits changes no probability, however large it is: each row is
+    shifted by its own maximum before exp (one shared shift would overflow or underflow)."""
+    logits, labels = _three_in_four(1.0)
+    offsets = np.array([0.0, 1e4, -1e4, 5e3])[:, None]
+    assert fit_temperature(logits + offsets, labels) == pytest.approx(1 / np.log(3), rel=1e-6)
+
+
+def test_fit_temperature_with_uninformative_logits_ends_at_the_top():
+    """Equal logits give the same likelihood at every T; on ties the search moves up, to T = 20
+    (which changes nothing for these rows)."""
+    assert fit_temperature(np.zeros((4, 3)), np.array([0, 1, 2, 0])) == pytest.approx(20.0, rel=1e-9)
 
 
 def test_fit_temperature_stays_in_its_range():
@@ -78,6 +109,16 @@ def test_fit_calibration_fits_on_even_and_measures_on_odd():
     assert out["ece_before"] == pytest.approx(SIGMOID_1 - 0.5)  # says 73%, right 50%
     assert out["ece_after"] == pytest.approx(0.25)  # says 75%, right 50%
     assert len(notes) == 1 and "temperature 0.910" in notes[0] and "252" in notes[0]
+
+
+def test_fit_calibration_fits_on_the_even_logits_too():
+    """The even-numbered labels go with the even-numbered logits (here the odd rows differ)."""
+    n = 504
+    logits = np.tile([0.0, 1.0], (n, 1))
+    logits[1::2] = [0.0, 3.0]
+    labels = np.ones(n, int)
+    labels[0::2] = np.tile([1, 1, 1, 0], n // 8)  # right 3 times in 4 at (0, 1): T = 1 / ln 3
+    assert fit_calibration(logits, labels, log=lambda _: None)["temperature"] == pytest.approx(1 / np.log(3), rel=1e-6)
 
 
 def test_fit_calibration_needs_enough_labels():
