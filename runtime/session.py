@@ -181,10 +181,12 @@ class Classifier:
         try:
             return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
-            first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-            if "CUDA" in providers[0] and "CUDA" in first:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            # An error about CUDA goes to _try_cuda's diagnosis; any other says the file is broken.
+            # onnxruntime quotes the path, so a folder named "CUDA-models" must not count.
+            if "CUDA" in providers[0] and "CUDA" in first.replace(str(self.path), ""):
                 raise
-            raise ContractError(f"{self.path}: not a loadable ONNX model ({first})") from None
+            raise ContractError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
 
     def _check_contract(self) -> ModelInfo:
         src = str(self.path)
