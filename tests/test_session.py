@@ -1,11 +1,15 @@
-"""Sessions fitted to the machine: typed model metadata, the CUDA fallback and its diagnosis, CPU
-threads from affinity and cgroup quotas, data folders, the CSV dialect, the image-file rule."""
+"""Sessions fitted to the machine: typed model metadata, the CUDA fallback and its diagnosis, the
+Classifier's options and outputs, which model file, CPU threads from affinity and cgroup quotas,
+data folders, the CSV dialect, the image-file rule."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -15,9 +19,18 @@ from cifar10kit.runtime import contract, cpu, locations, providers, results_csv
 from cifar10kit.runtime.contract import ContractError, ModelInfo
 from cifar10kit.runtime.predict import Result
 from cifar10kit.runtime.preprocess import IMAGE_SUFFIXES, is_image_file
-from cifar10kit.runtime.session import DEFAULT_MODEL, Classifier, ProviderError
+from cifar10kit.runtime.session import (
+    DEFAULT_MODEL,
+    MODELS_DIR,
+    Classifier,
+    ProviderError,
+    available_providers,
+    default_model_path,
+    resolve_model_path,
+    shipped_models,
+)
 
-from conftest import cli
+from conftest import CLASSES, cli, make_contract_model, probe_probabilities
 
 # ----------------------------------------------------------------------------------------------
 # Typed metadata
@@ -131,9 +144,13 @@ def test_auto_really_tries_cuda_and_names_the_missing_library():
     name, version, cuda_major = _expected_build()
     note = notes[0]
     assert f"{name} {version}" in note and f"CUDA {cuda_major}" in note and "cuDNN" in note
-    # The library the loader could not find, as the loader itself reports it.
+    # The library the loader could not find, as the loader itself reports it once the CUDA libraries
+    # that pip installs (nvidia-* wheels) are loaded: the Classifier must have preloaded them.
+    ort.preload_dlls()
     missing = providers.missing_library(ort)
     assert missing and missing.split(":")[0] in note and ".so" in missing.split(":")[0]
+    assert note == f"note: CUDA not used, running on the CPU: {providers.cuda_failure_reason(ort)}"
+    assert model.fallback_reason == providers.cuda_failure_reason(ort)
     assert model.run(np.zeros((2, 32, 32, 3), np.uint8)).probs.shape == (2, 10)
 
 
@@ -161,9 +178,272 @@ def test_a_machine_without_a_driver_falls_back_silently():
     notes: list[str] = []
     model = Classifier(DEFAULT_MODEL, provider="auto", notify=notes.append, driver_probe=lambda: False)
     assert model.provider == "CPUExecutionProvider" and notes == []
-    assert model.fallback_reason and "driver" in model.fallback_reason
-    with pytest.raises(ProviderError, match="no NVIDIA driver"):
+    assert model.fallback_reason == "no NVIDIA driver (libcuda) on this machine"
+    with pytest.raises(ProviderError) as strict:
         Classifier(DEFAULT_MODEL, provider="cuda", driver_probe=lambda: False)
+    assert str(strict.value) == (
+        "--provider cuda: CUDA is not usable: no NVIDIA driver (libcuda) on this machine; use --provider auto or cpu"
+    )
+
+
+def test_cpu_never_probes_the_driver():
+    probed: list[bool] = []
+    notes: list[str] = []
+    model = Classifier(DEFAULT_MODEL, provider="cpu", notify=notes.append, driver_probe=lambda: probed.append(True))
+    assert probed == [] and notes == [] and model.fallback_reason is None
+    assert model.provider == "CPUExecutionProvider" and model.requested_provider == "cpu"
+
+
+@pytest.mark.parametrize("provider,driver", [("cpu", False), ("auto", False), ("auto", True)])
+def test_opening_a_model_prints_nothing_but_the_note(provider, driver, capfd):
+    """stdout carries --json output: onnxruntime's own complaints (loader errors, unknown provider
+    names, warnings) must not reach it, nor stderr; the fallback note is the one line we write."""
+    if driver and not _cuda_fails_here():
+        pytest.skip("needs onnxruntime-gpu on a machine without a usable NVIDIA driver")
+    notes: list[str] = []
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Classifier(DEFAULT_MODEL, provider=provider, notify=notes.append, driver_probe=lambda: driver)
+    assert capfd.readouterr() == ("", "")
+    assert [str(w.message) for w in caught] == []
+    assert len(notes) == (1 if driver else 0)
+
+
+@needs_failing_cuda
+def test_onnxruntime_is_silenced_only_while_cuda_is_tried(capfd):
+    """Afterwards onnxruntime logs its errors again, and only errors (severity 3, not warnings):
+    a plain CUDA session of the caller's own reports the missing library as usual."""
+
+    def plain_cuda_session_log() -> str:
+        capfd.readouterr()
+        ort.InferenceSession(str(DEFAULT_MODEL), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        return capfd.readouterr().err
+
+    Classifier(DEFAULT_MODEL, provider="auto", notify=lambda _: None, driver_probe=lambda: True)
+    log = plain_cuda_session_log()
+    assert "[E:onnxruntime" in log and "[W:onnxruntime" not in log
+    Classifier(DEFAULT_MODEL, provider="cpu")
+    log = plain_cuda_session_log()
+    assert "[E:onnxruntime" in log and "[W:onnxruntime" not in log
+
+
+def _broken_model_error(path) -> str:
+    """The first line of onnxruntime's own error for this file, asked of onnxruntime directly."""
+    with pytest.raises(Exception) as raised:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return str(raised.value).splitlines()[0]
+
+
+def test_a_broken_file_is_a_contract_error_on_every_provider(tmp_path):
+    """Even in a folder named CUDA (onnxruntime quotes the path in its error): the file is broken,
+    CUDA is not to blame, so no note and no ProviderError. The detail is onnxruntime's first line,
+    cut at 300 characters."""
+    folder = tmp_path / "CUDA-models" / ("x" * 200)
+    folder.mkdir(parents=True)
+    bad = folder / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    detail = _broken_model_error(bad)
+    assert len(detail) > 300 and "CUDA-models" in detail[:300]
+    cases = [("cpu", False), ("auto", False)]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        cases += [("auto", True), ("cuda", True)]  # the CUDA attempt meets the broken file first
+    for provider, driver in cases:
+        notes: list[str] = []
+        with pytest.raises(ContractError) as err:
+            Classifier(bad, provider=provider, notify=notes.append, driver_probe=lambda d=driver: d)
+        assert str(err.value) == f"{bad}: not a loadable ONNX model ({detail[:300]})", provider
+        assert notes == [], provider
+
+
+def _model_with_an_op_named_cuda(path):
+    """A contract model with an unknown op, CUDAMean: onnxruntime's load error then mentions CUDA
+    (as the CUDA provider's own failures do), on any provider."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(make_contract_model(path)))
+    (mean,) = [node for node in model.graph.node if node.op_type == "ReduceMean"]
+    mean.op_type = "CUDAMean"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_error_that_mentions_cuda_is_blamed_on_cuda_only_while_cuda_is_tried(tmp_path):
+    path = _model_with_an_op_named_cuda(tmp_path / "cuda-op.onnx")
+    detail = _broken_model_error(path)
+    assert "CUDAMean" in detail and "CUDA" not in str(path)
+    with pytest.raises(ContractError) as err:  # on the CPU no CUDA is involved: the file is at fault
+        Classifier(path, provider="cpu")
+    assert str(err.value) == f"{path}: not a loadable ONNX model ({detail[:300]})"
+    if not _cuda_fails_here():
+        return
+    # While CUDA is tried, an error that mentions CUDA means CUDA failed: --provider cuda says so,
+    # auto notes it and runs on the CPU, where the file is reported as not loadable.
+    with pytest.raises(ProviderError) as strict:
+        Classifier(path, provider="cuda", driver_probe=lambda: True)
+    reason = providers.cuda_failure_reason(ort, detail)
+    assert str(strict.value) == f"--provider cuda: CUDA is not usable: {reason}; use --provider auto or cpu"
+    notes: list[str] = []
+    with pytest.raises(ContractError):
+        Classifier(path, provider="auto", notify=notes.append, driver_probe=lambda: True)
+    assert notes == [f"note: CUDA not used, running on the CPU: {reason}"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The Classifier: its defaults, the session options it sets, running and reading the results
+
+
+def test_provider_names_and_defaults(monkeypatch):
+    with pytest.raises(ValueError) as err:
+        Classifier(DEFAULT_MODEL, provider="gpu")
+    assert str(err.value) == "provider 'gpu': use auto, cuda or cpu"
+    monkeypatch.delenv("CIFAR10_MODEL", raising=False)
+    model = Classifier()  # the shipped model, provider auto, threads from the machine
+    assert model.path == DEFAULT_MODEL and model.requested_provider == "auto"
+    assert model.threads == cpu.default_threads() and model.last_seconds == 0.0
+    if not providers.cuda_driver_present():
+        assert model.fallback_reason == "no NVIDIA driver (libcuda) on this machine"
+    assert model.facts() == {
+        "model": str(DEFAULT_MODEL),
+        "provider": model.provider,
+        "requested_provider": "auto",
+        "provider_note": model.fallback_reason,
+        "threads": model.threads,
+        "spinning": model.spinning,
+    }
+
+
+def test_facts_of_a_cpu_session(tmp_path):
+    path = make_contract_model(tmp_path / "m.onnx")
+    model = Classifier(path, provider="cpu", threads=3, spinning=False)
+    assert model.facts() == {
+        "model": str(path),
+        "provider": "CPUExecutionProvider",
+        "requested_provider": "cpu",
+        "provider_note": None,
+        "threads": 3,
+        "spinning": False,
+    }
+
+
+@pytest.mark.parametrize("threads", [0, -1, None])
+def test_threads_not_given_come_from_the_machine(threads):
+    assert Classifier(DEFAULT_MODEL, provider="cpu", threads=threads).threads == cpu.default_threads()
+
+
+@pytest.mark.parametrize(
+    "threads,load,spinning",
+    [(1, 0.0, False), (2, 0.0, True), (2, 1.99, True), (2, 2.0, False), (3, 2.5, True), (3, 7.0, False)],
+)
+def test_workers_spin_unless_one_thread_or_a_busy_machine(monkeypatch, threads, load, spinning):
+    """Busy: the 1-minute load average already fills the threads (cpu.machine_busy)."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    model = Classifier(DEFAULT_MODEL, provider="cpu", threads=threads)
+    assert model.spinning is spinning
+    assert model.facts()["spinning"] is spinning
+
+
+@pytest.mark.parametrize("provider", ["cpu", "auto"])
+@pytest.mark.parametrize("spinning", [True, False])
+def test_session_options_reach_onnxruntime(provider, spinning):
+    model = Classifier(DEFAULT_MODEL, provider=provider, threads=2, spinning=spinning, driver_probe=lambda: False)
+    opts = model.session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+    assert opts.log_severity_level == 3  # the session reports errors (only a CUDA attempt is quiet)
+
+
+def _cam_first_model(path):
+    """A contract model with a cam output [N, C, 1, 1] (the probabilities, reshaped) listed before
+    the probabilities: outputs are found by name, never by position."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(make_contract_model(path)))
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), "cam_axes"))
+    graph.node.append(helper.make_node("Unsqueeze", [contract.OUTPUT_PROBS, "cam_axes"], [contract.OUTPUT_CAM]))
+    graph.output.insert(0, helper.make_tensor_value_info(contract.OUTPUT_CAM, TensorProto.FLOAT, ["N", 10, 1, 1]))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_probabilities_and_cam_by_name(tmp_path):
+    model = Classifier(_cam_first_model(tmp_path / "cam.onnx"), provider="cpu")
+    assert model.info.has_cam and model.output_names == [contract.OUTPUT_PROBS, contract.OUTPUT_CAM]
+    pixels = np.stack([np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 2, np.uint8)])
+    expected = probe_probabilities(pixels)
+    plain = model.run(pixels)
+    assert plain.probs.shape == (2, 10) and plain.cam is None
+    np.testing.assert_allclose(plain.probs, expected, rtol=1e-5)
+    both = model.run(pixels, with_cam=True)
+    assert both.probs.shape == (2, 10) and both.cam.shape == (2, 10, 1, 1)
+    np.testing.assert_allclose(both.probs, expected, rtol=1e-5)
+    np.testing.assert_allclose(both.cam[:, :, 0, 0], expected, rtol=1e-5)
+    # A model without a cam output: asking for one gives None, not an error.
+    bare = Classifier(make_contract_model(tmp_path / "bare.onnx"), provider="cpu")
+    assert not bare.info.has_cam and bare.output_names == [contract.OUTPUT_PROBS]
+    assert bare.run(pixels[0], with_cam=True).cam is None
+
+
+def test_run_times_itself():
+    model = Classifier(DEFAULT_MODEL, provider="cpu")
+    assert model.last_seconds == 0.0
+    t0 = time.perf_counter()
+    result = model.run(np.zeros((4, 32, 32, 3), np.uint8))
+    wall = time.perf_counter() - t0
+    assert isinstance(result.seconds, float) and 0 < result.seconds == model.last_seconds <= wall
+
+
+def test_no_images_give_an_empty_float32_table():
+    probs = Classifier(DEFAULT_MODEL, provider="cpu").predict_probs(np.zeros((0, 32, 32, 3), np.uint8))
+    assert probs.shape == (0, 10) and probs.dtype == np.float32
+
+
+def test_topk_defaults_to_five_and_breaks_ties_by_class_order():
+    model = Classifier(DEFAULT_MODEL, provider="cpu")
+    # A confident row: every other class underflows to exactly 0, a 9-way tie below the winner.
+    probs = np.zeros(10, np.float32)
+    probs[4] = 1.0
+    assert model.topk(probs) == [("deer", 1.0), ("airplane", 0.0), ("automobile", 0.0), ("bird", 0.0), ("cat", 0.0)]
+    assert [name for name, _ in model.topk(np.full(10, 0.1, np.float32), 3)] == list(CLASSES[:3])
+
+
+def test_the_output_type_is_named_when_not_float32(tmp_path):
+    path = make_contract_model(tmp_path / "double.onnx", output_dtype="double")
+    with pytest.raises(ContractError) as err:
+        Classifier(path, provider="cpu")
+    assert str(err.value) == f"{path}: 'probabilities' is tensor(double), not float32"
+
+
+# ----------------------------------------------------------------------------------------------
+# Which model file: a path, a shipped model by name, $CIFAR10_MODEL
+
+
+def test_shipped_models_and_providers():
+    assert shipped_models() == ["clean", "default"]
+    assert available_providers() == ort.get_available_providers()
+
+
+def test_a_shipped_model_by_name_unless_such_a_file_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_path("clean") == MODELS_DIR / "clean.onnx"
+    assert resolve_model_path("nothing-shipped") == Path("nothing-shipped")
+    # A path with folders is never a shipped name, even when its last part is one.
+    assert resolve_model_path(tmp_path / "default") == tmp_path / "default"
+    assert resolve_model_path(str(tmp_path / "clean")) == tmp_path / "clean"
+    (tmp_path / "clean").write_bytes(b"")  # a file of that name here wins
+    assert resolve_model_path("clean") == Path("clean")
+
+
+def test_the_default_model_and_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR10_MODEL", raising=False)
+    assert default_model_path() == DEFAULT_MODEL
+    assert resolve_model_path(None) == resolve_model_path("") == DEFAULT_MODEL
+    monkeypatch.setenv("CIFAR10_MODEL", "")
+    assert default_model_path() == DEFAULT_MODEL
+    monkeypatch.setenv("CIFAR10_MODEL", str(tmp_path / "mine.onnx"))
+    assert default_model_path() == resolve_model_path(None) == tmp_path / "mine.onnx"
 
 
 def test_two_onnxruntime_packages_are_reported_with_the_fix():
