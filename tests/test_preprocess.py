@@ -723,7 +723,8 @@ def test_a_damaged_exif_block_is_no_orientation_not_a_bad_image(tmp_path):
 @pytest.mark.parametrize(
     ("values", "want"),
     [
-        ([[0, 128, 256, 384, 511]], [[0, 0, 1, 1, 1]]),  # max 256 does not fit: >> 8, rounding down
+        ([[0, 128, 255, 256]], [[0, 0, 0, 1]]),  # max 256 does not fit: as 16-bit (>> 8)
+        ([[0, 128, 256, 384, 511]], [[0, 0, 1, 1, 1]]),  # rounding down, as >> 8 does
         ([[-5, -1, 0, 100, 255]], [[0, 0, 0, 100, 255]]),  # negatives are 0
     ],
 )
