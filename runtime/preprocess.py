@@ -3,15 +3,17 @@
 Policy (documented in the README):
 - EXIF orientation is applied, so a phone photo is classified the way it is displayed.
 - Transparency is composited on white (`BACKGROUND`): cut-out objects are usually shown on white.
-  That covers alpha channels, palette transparency and the colour-key transparency of grey/RGB PNGs.
+  That covers alpha channels, palette transparency and the colour-key transparency of grey/RGB PNGs
+  (1-bit and 16-bit grey included; a 16-bit key is matched before scaling).
 - Grayscale, palette, CMYK, 16-bit and float images become 8-bit RGB; 16-bit values are scaled
   (>> 8), not clipped. 32-bit integer images are read as 8-bit when their values fit, else as
   16-bit. Float images in [0, 1] are scaled by 255, others by their largest finite value; NaN
   becomes 0, +inf the maximum.
 - Animated or multi-page files: the first frame.
 - Resize: centre-crop to a square (CIFAR objects fill a square frame; squashing a 16:9 photo would
-  distort them), then an antialiased (Lanczos) reduction to 32x32. JPEGs are decoded at reduced size
-  first (`draft`), which is faster and, for big photos, what makes them cheap.
+  distort them), then an antialiased (Lanczos) reduction to 32x32. JPEGs (MPO too: the JPEG with an
+  MPF segment that phones write) are decoded at reduced size first (`draft`), which is faster and,
+  for big photos, what makes them cheap.
 - Limits: files over `MAX_FILE_BYTES` and images over `MAX_PIXELS` declared pixels are refused
   before decoding (decompression bombs), with a message saying so.
 - Only regular files are read (symbolic links to them are fine). FIFOs, sockets and devices are
@@ -168,10 +170,15 @@ def exif_orientation(img: Image.Image) -> int:
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer and float images -> 8-bit grey, in row blocks (bounded temporaries)."""
+    """16-bit, 32-bit integer and float images -> 8-bit grey, in row blocks (bounded temporaries).
+
+    An integer image's colour key becomes an alpha channel (LA): the key is a value at the source
+    depth, so it is matched before scaling (after >> 8 it would also hit its 255 neighbours)."""
     arr = np.asarray(img)
     mode = img.mode
     out = np.empty(arr.shape, dtype=np.uint8)
+    key = img.info.get("transparency") if mode != "F" else None
+    alpha = np.empty(arr.shape, dtype=np.uint8) if isinstance(key, int) else None
     if mode == "F":
         finite = np.isfinite(arr)
         top = float(arr.max(where=finite, initial=1.0))  # at least 1: [0, 1] images are scaled by 255
@@ -187,6 +194,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         else:
             vals = np.nan_to_num(block.astype(np.float32), nan=0.0, posinf=top, neginf=0.0)
             out[r0 : r0 + _CHUNK_ROWS] = np.clip(vals * np.float32(scale) + np.float32(0.5), 0, 255)
+        if alpha is not None:
+            alpha[r0 : r0 + _CHUNK_ROWS] = np.where(block == key, 0, 255)
+    if alpha is not None:
+        return Image.merge("LA", (Image.fromarray(out), Image.fromarray(alpha)))
     return Image.fromarray(out)
 
 
@@ -199,7 +210,8 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
         raise ImageError(f"{source}: image has no pixels ({w}x{h})")
     if w * h > MAX_PIXELS:
         raise ImageError(f"{source}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} MP limit (decompression bomb guard)")
-    if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):  # the modes Pillow opens JPEGs in
+    # MPO is a JPEG with an MPF segment (most phone photos): its first frame drafts like any JPEG.
+    if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L", "CMYK"):  # the modes Pillow opens JPEGs in
         # Decode at the smallest power-of-two reduction that still leaves >= 4x the target size.
         img.draft(img.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
     img.load()
@@ -212,7 +224,7 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
     if mode == "P":
         alpha = has_key or (img.palette is not None and img.palette.mode == "RGBA")
         img = img.convert("RGBA" if alpha else "RGB")
-    elif mode in ("LA", "PA", "RGBa") or (mode in ("L", "RGB") and has_key):
+    elif mode in ("LA", "PA", "RGBa") or (mode in ("1", "L", "RGB") and has_key):  # 1-bit PNGs have keys too
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, BACKGROUND)

@@ -768,3 +768,45 @@ def test_a_colour_key_is_composited_on_white(tmp_path, mode):
     path = tmp_path / "key.png"
     img.save(path, transparency=(0, 0, 0) if mode == "RGB" else 0)
     assert np.asarray(P.load_image(path)).tolist() == [[[255, 255, 255], [90, 90, 90]]]
+
+
+def test_an_mpo_photo_is_decoded_at_the_jpeg_reduction(tmp_path):
+    """Phone cameras write JPEGs with an MPF segment, which Pillow opens as MPO: still a JPEG."""
+    path = tmp_path / "phone.jpg"
+    first, second = Image.new("RGB", (1100, 800), (10, 120, 230)), Image.new("RGB", (1100, 800), (200, 0, 0))
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=95)
+    with Image.open(path) as img:
+        assert img.format == "MPO" and img.n_frames == 2
+    img = P.load_image(path)
+    assert img.size == (275, 200)  # as a plain 1100x800 JPEG (test_jpegs_are_decoded_at_the_documented_reduction)
+    assert np.abs(np.asarray(img, dtype=int) - (10, 120, 230)).max() <= 2  # the first frame
+
+
+@pytest.mark.parametrize(("key", "want"), [(0, [255, 255, 255]), (1, [0, 0, 0])])
+def test_a_colour_key_on_a_1bit_png_is_composited_on_white(tmp_path, key, want):
+    img = Image.new("1", (2, 1))
+    img.putpixel((1, 0), 1)  # black, white
+    path = tmp_path / "key1.png"
+    img.save(path, transparency=key)
+    with Image.open(path) as check:
+        assert check.mode == "1" and "transparency" in check.info
+    # Keyed black becomes white; with white keyed, black stays black (white on white is white).
+    assert np.asarray(P.load_image(path)).tolist() == [[want, [255, 255, 255]]]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_a_16bit_colour_key_is_matched_before_scaling(tmp_path, mode):
+    """The key is a 16-bit value: 1000 is keyed, 1001 (also 3 after >> 8) is not."""
+    values = [[0, 1000, 1001, 65535]]
+    if mode == "I;16":  # through a real 16-bit grey PNG
+        path = tmp_path / "key16.png"
+        _mode_image("I;16", values).save(path, transparency=1000)
+        with Image.open(path) as check:
+            assert check.mode == "I;16" and check.info["transparency"] == 1000
+        out = P.load_image(path)
+    else:  # 32-bit images keep their key in info too (older Pillows open 16-bit PNGs as I)
+        img = _mode_image("I", values)
+        img.info["transparency"] = 1000
+        out = to_rgb(img)
+    assert np.asarray(out)[..., 0].tolist() == [[0, 255, 3, 255]]
+    assert np.asarray(out).std(axis=-1).max() == 0  # grey
