@@ -172,6 +172,22 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | N
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
 
+def smoke_train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """`cifar10 train` arguments for a `smoke` run on data_dir, writing under out."""
+    return ["train", "--preset", "smoke", "--data-dir", str(data_dir), "--out", str(out), *extra]
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """A failed CLI run: non-zero exit, no traceback, one `error:` line naming what went wrong."""
+    assert proc.returncode > 0, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # The hostile image corpus (tests/hostile.py), built once per session
 

@@ -20,20 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLASSES, cli, has_torch
+from conftest import CLASSES, cli, has_torch, one_line_error
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """A failed CLI run: non-zero exit, no traceback, one `error:` line naming what went wrong."""
-    assert proc.returncode > 0, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +103,7 @@ def test_bad_checkpoint_is_refused_by_export(bad_checkpoints, tmp_path, kind):
 def test_export_cli_with_bad_checkpoint(bad_checkpoints, tmp_path, kind):
     files, marker = bad_checkpoints
     proc = cli("export", str(files[kind]), "-o", str(tmp_path / "m.onnx"), "--verify-n", "10", timeout=300)
-    line = _one_line_error(proc, str(files[kind]))
+    line = one_line_error(proc, str(files[kind]))
     assert "checkpoint" in line or "weights do not fit" in line, line
     assert not (tmp_path / "m.onnx").exists()
     assert not marker.exists()

@@ -25,7 +25,7 @@ from cifar10kit.runtime.corruptions import (
     saturation,
 )
 
-from conftest import BIN, assert_same_run, cli, epochs_done, needs_torch, synthetic_images
+from conftest import BIN, assert_same_run, cli, epochs_done, needs_torch, smoke_train_args, synthetic_images
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +154,9 @@ def test_prefetched_epochs_equal_direct_ones(tiny_cifar):
 @needs_torch
 def test_resume_after_sigkill_reproduces_a_robust_run(tiny_cifar, tmp_path):
 
-    args = [
-        "train",
-        "--preset",
-        "smoke",
-        "--data-dir",
-        str(tiny_cifar),
-        "--out",
-        str(tmp_path),
+    args = smoke_train_args(
+        tiny_cifar,
+        tmp_path,
         "--epochs",
         "4",
         "--subset",
@@ -174,7 +169,7 @@ def test_resume_after_sigkill_reproduces_a_robust_run(tiny_cifar, tmp_path):
         "cpu",
         "--robust",
         "0.5",
-    ]
+    )
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
     assert "robustness augmentation on 50% of images" in reference.stdout

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BIN, cli, has_torch
+from conftest import BIN, cli, has_torch, smoke_train_args
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 
@@ -275,21 +275,9 @@ def test_every_gpu_trains_one_process(tiny_cifar, tmp_path):
         pytest.skip("no CUDA GPU")
     n = torch.cuda.device_count()
     result = cli(
-        "train",
-        "--nproc",
-        str(n),
-        "--preset",
-        "smoke",
-        "--device",
-        "cuda",
-        "--data-dir",
-        str(tiny_cifar),
-        "--out",
-        str(tmp_path),
-        "--name",
-        "gpus",
-        "--epochs",
-        "2",
+        *smoke_train_args(
+            tiny_cifar, tmp_path, "--nproc", str(n), "--device", "cuda", "--name", "gpus", "--epochs", "2"
+        )
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "CUDA" in result.stdout and (n == 1 or f"{n} processes (nccl)" in result.stdout)

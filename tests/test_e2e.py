@@ -9,27 +9,13 @@ from PIL import Image
 
 from cifar10kit.runtime.dataset import load_cifar10
 
-from conftest import cli, has_torch
+from conftest import cli, has_torch, smoke_train_args
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 
 
 def test_train_export_predict_evaluate(tiny_cifar, tmp_path):
-    train = cli(
-        "train",
-        "--preset",
-        "smoke",
-        "--data-dir",
-        str(tiny_cifar),
-        "--out",
-        str(tmp_path / "runs"),
-        "--name",
-        "e2e",
-        "--epochs",
-        "1",
-        "--subset",
-        "1000",
-    )
+    train = cli(*smoke_train_args(tiny_cifar, tmp_path / "runs", "--name", "e2e", "--epochs", "1", "--subset", "1000"))
     assert train.returncode == 0, train.stderr
     run = tmp_path / "runs" / "e2e"
     assert (run / "model.pt").exists() and "export it with" in train.stdout

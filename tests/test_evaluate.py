@@ -16,7 +16,15 @@ import pytest
 
 from cifar10kit.runtime.evaluate import expected_calibration_error, report
 
-from conftest import CLASSES, cli, make_contract_model, probe_probabilities, synthetic_images, write_batch
+from conftest import (
+    CLASSES,
+    cli,
+    make_contract_model,
+    one_line_error,
+    probe_probabilities,
+    synthetic_images,
+    write_batch,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Expected calibration error: 15 equal-width bins over (0, 1], each bin (lo, hi]
@@ -148,17 +156,6 @@ def probe(tmp_path_factory):
     return make_contract_model(tmp_path_factory.mktemp("probe") / "probe.onnx")
 
 
-def _one_line_error(proc, *needles: str) -> str:
-    """A failed CLI run: non-zero exit, no traceback, one `error:` line naming what went wrong."""
-    assert proc.returncode > 0, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
-
-
 def test_evaluate_cli_reports_what_the_model_computes(probe, tiny_cifar):
     from cifar10kit.runtime.dataset import load_cifar10
 
@@ -193,7 +190,7 @@ def test_evaluate_with_malicious_batch(tmp_path, probe):
     evil = pickle.dumps({b"batch_label": b"x", b"labels": [1, 2], b"data": _Evil(marker)}, protocol=3)
     data = _cifar_dir(tmp_path / "d", evil)
     proc = cli("evaluate", "--model", str(probe), "--provider", "cpu", "--data-dir", str(data), timeout=120)
-    _one_line_error(proc, "test_batch", "not a valid CIFAR-10 batch")
+    one_line_error(proc, "test_batch", "not a valid CIFAR-10 batch")
     assert proc.returncode == 2
     assert not marker.exists()
 
@@ -206,7 +203,7 @@ def test_evaluate_with_labels_out_of_range(tmp_path, probe, label):
     write_batch(tmp_path / "b", images, labels)
     data = _cifar_dir(tmp_path / "d", (tmp_path / "b").read_bytes())
     proc = cli("evaluate", "--model", str(probe), "--provider", "cpu", "--data-dir", str(data), timeout=120)
-    _one_line_error(proc, "test_batch", "labels must be 0..9")
+    one_line_error(proc, "test_batch", "labels must be 0..9")
     assert proc.returncode == 2
 
 
@@ -214,7 +211,7 @@ def test_evaluate_cifar_with_a_model_of_other_classes(tmp_path, tiny_cifar):
     """A 5-class model on the 10-class CIFAR-10 test batch: a clear error, not a reshape traceback."""
     model = make_contract_model(tmp_path / "five.onnx", outputs=5)
     proc = cli("evaluate", "--model", str(model), "--provider", "cpu", "--data-dir", str(tiny_cifar), timeout=120)
-    _one_line_error(proc, "classes")
+    one_line_error(proc, "classes")
     assert proc.returncode == 2
 
 
@@ -224,7 +221,7 @@ def test_evaluate_folder_with_unknown_class(tmp_path, probe, hostile_corpus):
         (tmp_path / "f" / cls).mkdir(parents=True)
         shutil.copyfile(root / "reference.png", tmp_path / "f" / cls / "x.png")
     proc = cli("evaluate", "--model", str(probe), "--provider", "cpu", "--folder", str(tmp_path / "f"), timeout=120)
-    _one_line_error(proc, "unicorn", "not classes of this model")
+    one_line_error(proc, "unicorn", "not classes of this model")
     assert proc.returncode == 2
 
 

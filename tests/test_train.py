@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import BIN, assert_same_run, cli, epochs_done, has_torch, synthetic_images
+from conftest import BIN, assert_same_run, cli, epochs_done, has_torch, smoke_train_args, synthetic_images
 
 pytestmark = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
 
@@ -62,14 +62,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
 
     # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
     # Pinned to the CPU: CUDA kernels are not bit-exact, and a GPU would finish before three kills.
-    args = [
-        "train",
-        "--preset",
-        "smoke",
-        "--data-dir",
-        str(tiny_cifar),
-        "--out",
-        str(tmp_path),
+    args = smoke_train_args(
+        tiny_cifar,
+        tmp_path,
         "--epochs",
         "8",
         "--subset",
@@ -84,7 +79,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         "24",
         "--device",
         "cpu",
-    ]
+    )
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
     # Kill somewhere inside an epoch on any machine: the delay scales with this machine's shortest epoch.
@@ -159,19 +154,7 @@ def test_cuda_training_smoke(tiny_cifar, tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    result = cli(
-        "train",
-        "--preset",
-        "smoke",
-        "--device",
-        "cuda",
-        "--data-dir",
-        str(tiny_cifar),
-        "--out",
-        str(tmp_path),
-        "--name",
-        "gpu",
-    )
+    result = cli(*smoke_train_args(tiny_cifar, tmp_path, "--device", "cuda", "--name", "gpu"))
     assert result.returncode == 0, result.stderr
     assert "CUDA" in result.stdout
 
