@@ -27,10 +27,15 @@ app: $(VENV)/.app
 
 dev: $(VENV)/.dev
 
+# Tests run in as many processes as there are cores (pytest-xdist; JOBS=1 for one process). Even
+# on two cores that pays: one test's imports, process start-ups and graph export, single-threaded,
+# overlap another's arithmetic. `--dist worksteal` keeps both busy to the end despite a few long tests.
+JOBS ?= auto
+
 test: $(VENV)/.dev xvfb
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist worksteal
 
 # Mutation testing (mutmut) of the torch-free core and the exporter's numpy parts; slow, not in CI.
 # tools/mutation.py lays the package out as installed in build/mutation, runs mutmut there and

@@ -69,7 +69,7 @@ if [[ ${INSTALL:-1} == 1 ]]; then
 fi
 CLI=("$PY" -m cifar10kit)
 if ((DRY)); then
-  FAST=(--epochs 1) BEST=(--epochs 1 --subset 2000) VERIFY=(--verify-n 200) BENCH=(--repeats 10 --batch-size 32)
+  FAST=(--epochs 1) BEST=(--epochs 1 --subset 500 --batch-size 250) VERIFY=(--verify-n 64) BENCH=(--repeats 5 --batch-size 8)
 else
   FAST=() BEST=() VERIFY=() BENCH=(--repeats 50)
 fi
@@ -78,15 +78,16 @@ fi
 # 1. the machine
 
 say "gpu_check $(date -u +%FT%TZ)$( ((DRY)) && echo ' (dry run: tiny epochs, figures meaningless)')"
-"$PY" - <<'PY' 2>&1 | tee -a "$REPORT"
-import torch, onnxruntime as ort
+"$PY" - "$WORK/cuda" <<'PY' 2>&1 | tee -a "$REPORT"
+import sys, torch, onnxruntime as ort
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CPU only)"
 print(f"gpu: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); onnxruntime {ort.__version__} "
       f"providers {ort.get_available_providers()}")
+open(sys.argv[1], "w").write(str(int(torch.cuda.is_available())))
 PY
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
   sed 's/^/nvidia-smi: /' | tee -a "$REPORT"
-CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
+CUDA=$(cat "$WORK/cuda" 2>/dev/null || echo 0)
 
 # ---------------------------------------------------------------------------------------------
 # 2. the gpu-marked tests

@@ -119,6 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             verify_n=args.verify_n,
             precision=precision,
             calibrate=not args.no_calibrate,
+            calibration_n=args.calibration_images,
         )
     except DatasetError as e:
         fail(str(e), EXIT_USAGE)
@@ -231,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     var.add_argument("--fp16", action="store_true", help="half-precision weights (for the CUDA provider)")
     var.add_argument("--int8", action="store_true", help="static int8 quantisation, calibrated on training images")
     e.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=1024,
+        metavar="N",
+        help="training images that set the int8 activation ranges (default 1024; fewer export faster)",
+    )
+    e.add_argument(
         "--no-calibrate",
         action="store_true",
         help="keep the net's raw confidences (default: fit a softmax temperature on half the verification images)",
@@ -264,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N test images only")
     ev.add_argument("--plot", metavar="PNG", help="save the confusion matrix and per-class accuracy")
     ev.add_argument("--json", action="store_true")
-    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--batch-size", type=positive_int, help="images per run (default 32 on the CPU, 512 on a GPU)")
     ev.add_argument("--progress", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -295,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions (noise)")
     rb.add_argument("--plot", metavar="PNG", help="save accuracy against severity per family")
     rb.add_argument("--json", action="store_true")
-    rb.add_argument("--batch-size", type=int, default=500)
+    rb.add_argument("--batch-size", type=positive_int, help="images per run (default 32 on the CPU, 512 on a GPU)")
     rb.add_argument("--progress", action="store_true")
     rb.set_defaults(func=cmd_robustness)
 

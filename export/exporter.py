@@ -28,7 +28,7 @@ from . import conformance, verify
 from .calibrate import fit_calibration, uncertainty_threshold
 from .flops import gflop_per_image
 from .graph import Deployable, export_onnx, set_metadata
-from .quantize import make_variant
+from .quantize import CALIBRATION_IMAGES, make_variant
 from .torch_runner import torch_runner  # noqa: F401 - `cifar10 bench --checkpoint` imports it from here
 
 
@@ -45,6 +45,7 @@ def export(
     precision: str = "fp32",
     max_drop: float = 0.01,
     calibrate: bool = True,
+    calibration_n: int = CALIBRATION_IMAGES,
     log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
     """Export, verify and write `output`; returns the metadata and the figures of every check.
@@ -53,7 +54,8 @@ def export(
     on other data, or with no CIFAR-10 at hand, random pixels still check agreement.
     precision: 'fp32', or a smaller variant made from the verified fp32 graph: 'fp16' (weights and
     arithmetic in half precision, for GPUs) or 'int8' (static quantisation calibrated on training
-    images). A variant is refused if its accuracy falls more than `max_drop` below fp32's.
+    images; `calibration_n` of them set the int8 ranges). A variant is refused if its accuracy falls
+    more than `max_drop` below fp32's.
     calibrate: fit a softmax temperature on half the labelled verification images (see
     `calibrate.fit_temperature`) so that the probabilities in the file are honest confidences."""
     if precision not in ("fp32", "fp16", "int8"):
@@ -97,7 +99,7 @@ def export(
         # 4. The smaller variant, made from the verified fp32 file and compared with it.
         if precision != "fp32":
             variant = Path(tmp) / f"{precision}.onnx"
-            make_variant(staged, variant, precision, data_dir, pixels)
+            make_variant(staged, variant, precision, data_dir, pixels, calibration_n)
             vprobs = verify.ort_probs(variant, pixels)
             drop = verify.compare_variant(precision, vprobs, probs, labels, log)
             if drop is not None and drop > max_drop:

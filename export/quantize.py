@@ -21,12 +21,19 @@ from ..runtime.dataset import load_cifar10
 CALIBRATION_IMAGES = 1024
 
 
-def make_variant(src: Path, dst: Path, precision: str, data_dir: str | None, pixels: np.ndarray) -> None:
-    """Write the fp16 or int8 copy of the fp32 file `src` to `dst`."""
+def make_variant(
+    src: Path,
+    dst: Path,
+    precision: str,
+    data_dir: str | None,
+    pixels: np.ndarray,
+    calibration_n: int = CALIBRATION_IMAGES,
+) -> None:
+    """Write the fp16 or int8 copy of the fp32 file `src` to `dst` (int8: ranges from `calibration_n` images)."""
     if precision == "fp16":
         make_fp16(src, dst)
     elif precision == "int8":
-        make_int8(src, dst, calibration_images(data_dir, pixels))
+        make_int8(src, dst, calibration_images(data_dir, pixels, calibration_n))
     else:
         raise ValueError(f"precision {precision!r}: use fp16 or int8")
 
@@ -95,13 +102,15 @@ def _softmax_straight_out(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def calibration_images(data_dir: str | None, fallback: np.ndarray) -> np.ndarray:
-    """Up to 1,024 training images (a fixed random choice), else the verification images, in equal batches."""
+def calibration_images(data_dir: str | None, fallback: np.ndarray, n: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """Up to n training images (a fixed random choice), else the verification images, in equal batches."""
+    if n < 1:
+        raise ValueError(f"calibration images: {n}; give at least 1 (default {CALIBRATION_IMAGES})")
     try:
         calib, _, _ = load_cifar10(data_dir, "train")
-        calib = calib[np.random.default_rng(0).choice(len(calib), min(CALIBRATION_IMAGES, len(calib)), replace=False)]
+        calib = calib[np.random.default_rng(0).choice(len(calib), min(n, len(calib)), replace=False)]
     except Exception:  # noqa: BLE001 - no training data: calibrate on the verification images
-        calib = fallback[:CALIBRATION_IMAGES]
+        calib = fallback[:n]
     # Equal batches: onnxruntime's percentile calibrator stacks them and fails on a short last one.
     batch = min(64, len(calib))
     return calib[: len(calib) // batch * batch].reshape(-1, batch, *calib.shape[1:])

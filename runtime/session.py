@@ -28,6 +28,7 @@ __all__ = [
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 MODEL_ENV = "CIFAR10_MODEL"
+CPU_BATCH, GPU_BATCH = 32, 512  # predict_probs' batches (see Classifier.batch_size)
 
 
 def shipped_models() -> list[str]:
@@ -235,10 +236,18 @@ class Classifier:
         cam = outs[1] if with_cam and len(outs) > 1 else None
         return Prediction(outs[0], cam, self.last_seconds)
 
-    def predict_probs(self, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Probabilities for any number of images, run in batches."""
+    @property
+    def batch_size(self) -> int:
+        """The batch `predict_probs` uses unless told: small on the CPU, where batches that stay in
+        the caches run fastest (the default model on 2 Xeon cores: 639 images/s in batches of 32,
+        491 in batches of 500), large on a GPU, which needs many images to fill it."""
+        return CPU_BATCH if self.provider == "CPUExecutionProvider" else GPU_BATCH
+
+    def predict_probs(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities for any number of images, run in batches (default `self.batch_size`)."""
         if len(pixels) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
+        batch_size = batch_size or self.batch_size
         return np.concatenate([self.run(pixels[i : i + batch_size]).probs for i in range(0, len(pixels), batch_size)])
 
     def topk(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:

@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# OpenMP threads that wait passively: with two test processes on two cores, spinning ones (the
+# default) steal the core the other process needs, and the suite ran slower in parallel than serial.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 DATA_ENV = "CIFAR10_DATA"
 BIN = Path(sys.executable).parent
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -105,47 +108,70 @@ def make_tiny_cifar(root: Path, per_batch: int = 200, test: int = 200) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory) -> Path:
-    return make_tiny_cifar(tmp_path_factory.mktemp("tiny-cifar"))
+    return Path(built_once(tmp_path_factory, "tiny-cifar", lambda d: str(make_tiny_cifar(d))))
 
 
 # ----------------------------------------------------------------------------------------------
 # A tiny trained model, exported through the real pipeline
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """build(folder) -> a JSON-able result, run once per test session and shared by pytest-xdist's
+    workers: the first to ask builds it under a lock in the session's common temporary folder, the
+    others wait for it and read its result. (Training and exports are the suite's costliest set-up.)"""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each worker's basetemp sits in the session's
+    folder, result = root / "built" / name, root / "built" / f"{name}.json"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not result.exists():
+            folder.mkdir()
+            result.write_text(json.dumps(build(folder)))
+    return json.loads(result.read_text())
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_cifar) -> Path:
     if not has_torch():
         pytest.skip("needs the [train] extra (torch)")
-    from cifar10kit.train.trainer import make_config, train
 
-    out = tmp_path_factory.mktemp("runs")
-    cfg = make_config(
-        "smoke", data_dir=str(tiny_cifar), out=str(out), name="tiny", epochs=2, subset=1000, batch_size=250
-    )
-    return train(cfg)
+    def build(out: Path) -> str:
+        from cifar10kit.train.trainer import make_config, train
+
+        cfg = make_config(
+            "smoke", data_dir=str(tiny_cifar), out=str(out), name="tiny", epochs=2, subset=1000, batch_size=250
+        )
+        return str(train(cfg))
+
+    return Path(built_once(tmp_path_factory, "trained-run", build))
 
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, trained_run, tiny_cifar) -> Path:
     """Path of a small .onnx file that follows the contract (exported from trained_run)."""
-    from cifar10kit.export.exporter import export
 
-    path = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    export(trained_run, path, data_dir=str(tiny_cifar), log=lambda *_: None)
-    return path
+    def build(folder: Path) -> str:
+        from cifar10kit.export.exporter import export
+
+        export(trained_run, folder / "tiny.onnx", data_dir=str(tiny_cifar), log=lambda *_: None)
+        return str(folder / "tiny.onnx")
+
+    return Path(built_once(tmp_path_factory, "trained-model", build))
 
 
 @pytest.fixture(scope="session")
 def export_variant(tmp_path_factory, trained_run, tiny_cifar):
     """export_variant(precision, tta) -> (path, export result): each variant of trained_run exported once
     per session and shared by the tests that read it (exports dominate the suite's time)."""
-    from cifar10kit.export.exporter import export
-
-    folder, made = tmp_path_factory.mktemp("variants"), {}
 
     def get(precision: str, tta: str) -> tuple[Path, dict]:
-        if (precision, tta) not in made:
-            path = folder / f"{precision}-{tta}.onnx"
+        def build(folder: Path) -> list:
+            from cifar10kit.export.exporter import export
+
+            path = folder / "model.onnx"
             result = export(
                 trained_run,
                 path,
@@ -153,12 +179,48 @@ def export_variant(tmp_path_factory, trained_run, tiny_cifar):
                 tta=tta,
                 precision=precision,
                 max_drop=0.2,
+                calibration_n=128,  # int8 ranges from 2 batches: the tiny net needs no more
                 log=lambda *_: None,
             )
-            made[precision, tta] = path, result
-        return made[precision, tta]
+            return [str(path), result]
+
+        path, result = built_once(tmp_path_factory, f"variant-{precision}-{tta}", build)
+        return Path(path), result
 
     return get
+
+
+@pytest.fixture(scope="session")
+def calibrated_export(tmp_path_factory, trained_run):
+    """(data folder, .onnx path, export result): trained_run exported with flip TTA on tiny data with
+    1,000 labelled test images, enough for the exporter to fit a temperature and a threshold."""
+
+    def build(folder: Path) -> list:
+        from cifar10kit.export.exporter import export
+
+        data = make_tiny_cifar(folder / "data", per_batch=20, test=1000)
+        path = folder / "calibrated.onnx"
+        return [str(data), str(path), export(trained_run, path, data_dir=str(data), tta="flip", log=lambda *_: None)]
+
+    data, path, result = built_once(tmp_path_factory, "calibrated-export", build)
+    return Path(data), Path(path), result
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built from a copy of the sources (the shared tree stays untouched)."""
+
+    def build(folder: Path) -> str:
+        src = folder / "src"
+        for name in ("cli", "runtime", "train", "export", "gui"):
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO / name, src / name)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", folder / "whl", src], check=True)
+        return str(next((folder / "whl").glob("*.whl")))
+
+    return Path(built_once(tmp_path_factory, "wheel", build))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from cifar10kit.export.calibrate import (
 )
 from cifar10kit.runtime.evaluate import expected_calibration_error
 
-from conftest import make_tiny_cifar, needs_torch
+from conftest import needs_torch
 
 SIGMOID_1 = 1 / (1 + np.exp(-1.0))  # softmax([0, 1])[1]
 
@@ -182,18 +182,15 @@ def test_threshold_at_the_default_window_is_where_right_answers_start():
 
 
 @needs_torch
-def test_export_writes_the_threshold_of_its_own_probabilities(trained_run, tmp_path):
+def test_export_writes_the_threshold_of_its_own_probabilities(calibrated_export):
     """With enough labelled images (1,000) the threshold is non-zero, and it is the one computed from
     the written file's own probabilities on those images."""
     import onnxruntime as ort
 
-    from cifar10kit.export.exporter import export
     from cifar10kit.runtime import contract as C
     from cifar10kit.runtime.dataset import load_cifar10
 
-    data = make_tiny_cifar(tmp_path / "data", per_batch=20, test=1000)
-    out = tmp_path / "m.onnx"
-    result = export(trained_run, out, data_dir=str(data), tta="none", log=lambda *_: None)
+    data, out, result = calibrated_export
     meta = result["metadata"]
     x, y, _ = load_cifar10(data, "test")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

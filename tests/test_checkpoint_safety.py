@@ -99,7 +99,7 @@ def test_bad_checkpoint_is_refused_by_export(bad_checkpoints, tmp_path, kind):
     assert not marker.exists(), "the malicious checkpoint ran code"
 
 
-@pytest.mark.parametrize("kind", ["foreign-dict", "other-widths", "evil"])
+@pytest.mark.parametrize("kind", ["other-widths", "evil"])  # the rest of the list is refused in-process above
 def test_export_cli_with_bad_checkpoint(bad_checkpoints, tmp_path, kind):
     files, marker = bad_checkpoints
     proc = cli("export", str(files[kind]), "-o", str(tmp_path / "m.onnx"), "--verify-n", "10", timeout=300)
@@ -134,7 +134,7 @@ def test_atomic_save_survives_sigkill(tmp_path):
 
     target = tmp_path / "last.pt"
     rng = random.Random(1234)
-    kills, last_n, leftovers = 7, 0, []
+    kills, last_n, leftovers = 4, 0, []
     for _ in range(kills):
         proc = subprocess.Popen(
             [sys.executable, "-c", SAVER, str(target), str(last_n)],

@@ -13,7 +13,7 @@ from cifar10kit.runtime import contract as C
 from cifar10kit.runtime.contract import ContractError, ModelInfo
 from cifar10kit.runtime.session import Classifier
 
-from conftest import CLASSES, cli, make_contract_model
+from conftest import CLASSES, cli, make_contract_model, probe_probabilities
 
 # ----------------------------------------------------------------------------------------------
 # Metadata, key by key
@@ -183,6 +183,17 @@ def test_the_contract_model_follows_the_contract(tmp_path):
     assert model.predict_probs(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 10)
     many = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.predict_probs(many, batch_size=3), model.run(many).probs, atol=1e-7)
+
+
+def test_predict_probs_batches_for_the_provider(tmp_path, monkeypatch):
+    model = Classifier(make_contract_model(tmp_path / "good.onnx"), provider="cpu")
+    sizes, run = [], model.run
+    monkeypatch.setattr(model, "run", lambda pixels: sizes.append(len(pixels)) or run(pixels))
+    pixels = np.random.default_rng(1).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(model.predict_probs(pixels), probe_probabilities(pixels), atol=1e-5)
+    assert sizes == [32, 32, 6] and model.batch_size == 32  # cache-sized batches on the CPU
+    model.provider = "CUDAExecutionProvider"
+    assert model.batch_size == 512  # a GPU needs many images at once
 
 
 @pytest.mark.parametrize("kind", ["truncated", "random", "empty", "text", *BREACHES, "folder", "missing"])

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -25,7 +21,7 @@ from cifar10kit.runtime.corruptions import (
     saturation,
 )
 
-from conftest import BIN, assert_same_run, cli, epochs_done, needs_torch, smoke_train_args, synthetic_images
+from conftest import needs_torch, synthetic_images
 
 
 @pytest.fixture(scope="module")
@@ -149,46 +145,3 @@ def test_prefetched_epochs_equal_direct_ones(tiny_cifar):
             torch.testing.assert_close(robust(epoch), direct)
     finally:
         robust.close()
-
-
-@needs_torch
-def test_resume_after_sigkill_reproduces_a_robust_run(tiny_cifar, tmp_path):
-
-    args = smoke_train_args(
-        tiny_cifar,
-        tmp_path,
-        "--epochs",
-        "4",
-        "--subset",
-        "600",
-        "--batch-size",
-        "100",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--robust",
-        "0.5",
-    )
-    reference = cli(*args, "--name", "reference")
-    assert reference.returncode == 0, reference.stderr
-    assert "robustness augmentation on 50% of images" in reference.stdout
-
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [str(BIN / "cifar10"), *args, "--name", "killed"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.time() + 120
-    while epochs_done(run_dir) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    if proc.poll() is None:  # kill it while the next epoch's corrupted images are being prepared or used
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert epochs_done(run_dir) < 4, "the run finished before it could be killed"
-    resumed = cli("train", "--resume", str(run_dir), "--threads", "1", "--device", "cpu")
-    assert resumed.returncode == 0, resumed.stderr
-
-    assert_same_run(tmp_path / "reference", run_dir)

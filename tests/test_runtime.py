@@ -17,7 +17,7 @@ from cifar10kit.runtime.dataset import load_cifar10
 from cifar10kit.runtime.heatmap import overlay
 from cifar10kit.runtime.session import Classifier
 
-from conftest import REPO, cli
+from conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -172,13 +172,14 @@ print('torch-free ok')
 
 
 @pytest.mark.slow
-def test_plain_install_has_no_torch(tmp_path):
-    """`pip install .` (no extras) into a new venv: torch is absent, `cifar10 predict` works."""
+def test_plain_install_has_no_torch(built_wheel, tmp_path):
+    """The wheel, no extras, into a new venv: torch is absent, `cifar10 predict` works."""
     if os.environ.get("CIFAR10_SKIP_VENV_TEST"):
         pytest.skip("CIFAR10_SKIP_VENV_TEST set")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", str(built_wheel)]
+    pip = subprocess.run(pip, capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
     probe = "import importlib.util as u; print(u.find_spec('torch'))"
     check = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True)

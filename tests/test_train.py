@@ -61,6 +61,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
     # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
+    # Robustness augmentation on: resume must also regenerate the same corrupted copies of each epoch.
     # Pinned to the CPU: CUDA kernels are not bit-exact, and a GPU would finish before three kills.
     args = smoke_train_args(
         tiny_cifar,
@@ -79,9 +80,12 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         "24",
         "--device",
         "cpu",
+        "--robust",
+        "0.5",
     )
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
+    assert "robustness augmentation on 50% of images" in reference.stdout
     # Kill somewhere inside an epoch on any machine: the delay scales with this machine's shortest epoch.
     rows = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
     epoch_s = min(row["epoch_seconds"] for row in rows)
