@@ -122,8 +122,8 @@ def built_once(tmp_path_factory, name: str, build):
     from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # each worker's basetemp sits in the session's
+    if root.name == f"popen-{os.environ.get('PYTEST_XDIST_WORKER')}":
+        root = root.parent  # an xdist worker's own folder sits in the run's (a pytest it starts does not)
     folder, result = root / "built" / name, root / "built" / f"{name}.json"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):

@@ -48,6 +48,7 @@ def test_calibration_takes_n_training_images_in_equal_batches(tiny_cifar, tmp_pa
     assert len({img.tobytes() for img in batches.reshape(-1, 32 * 32 * 3)}) == 192  # drawn without replacement
     assert (calibration_images(str(tiny_cifar), fallback, 200) == batches).all()  # a fixed choice
     assert calibration_images(str(tmp_path), fallback, 10).shape == (1, 10, 32, 32, 3)  # no data: the fallback images
+    assert calibration_images(str(tmp_path), fallback, 1).shape == (1, 1, 32, 32, 3)
     assert calibration_images(str(tmp_path), fallback, 5000).shape == (4, 64, 32, 32, 3)
     with pytest.raises(ValueError, match="at least 1"):
         calibration_images(str(tiny_cifar), fallback, 0)
