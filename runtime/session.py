@@ -207,6 +207,11 @@ class Classifier:
         if outputs[contract.OUTPUT_PROBS].type != "tensor(float)":
             kind = outputs[contract.OUTPUT_PROBS].type
             raise ContractError(f"{src}: {contract.OUTPUT_PROBS!r} is {kind}, not float32")
+        probs_shape = list(outputs[contract.OUTPUT_PROBS].shape or [])
+        if probs_shape and len(probs_shape) != 2:  # an undeclared shape shows itself when the model runs
+            raise ContractError(
+                f"{src}: {contract.OUTPUT_PROBS!r} has shape {probs_shape}, the contract says [N, classes]"
+            )
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         has_cam = contract.OUTPUT_CAM in outputs
         info = ModelInfo.from_metadata(meta, src, has_cam=has_cam)

@@ -289,6 +289,7 @@ def make_contract_model(
     meta=None,
     drop=(),
     extra_input=False,
+    probs_rank3=False,
 ) -> Path:
     """A tiny ONNX model that follows the contract unless told to break one thing.
 
@@ -309,6 +310,11 @@ def make_contract_model(
         helper.make_node("Softmax", ["z"], ["p"], axis=1),
         helper.make_node("Cast", ["p"], [output_name], to=types[output_dtype]),
     ]
+    if probs_rank3:  # [N, 1, C]: the right numbers in the wrong shape
+        nodes[-1:] = [
+            helper.make_node("Unsqueeze", ["p", "one"], ["p3"]),
+            helper.make_node("Cast", ["p3"], [output_name], to=types[output_dtype]),
+        ]
     inits = [
         numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
         numpy_helper.from_array(np.array([1], np.int64), "one"),
@@ -317,7 +323,8 @@ def make_contract_model(
     inputs = [helper.make_tensor_value_info(input_name, types[dtype], list(shape))]
     if extra_input:
         inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]))
-    out = [helper.make_tensor_value_info(output_name, types[output_dtype], ["N", outputs])]
+    out_shape = ["N", 1, outputs] if probs_rank3 else ["N", outputs]
+    out = [helper.make_tensor_value_info(output_name, types[output_dtype], out_shape)]
     graph = helper.make_graph(nodes, "contract-test", inputs, out, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     values = {

@@ -133,6 +133,10 @@ BREACHES = {
     "two-inputs": ({"extra_input": True}, "expected one input named 'pixels', found ['pixels', 'extra']"),
     "no-probabilities": ({"output_name": "logits"}, "no 'probabilities' output (found ['logits'])"),
     "double-output": ({"output_dtype": "double"}, "not float32"),
+    "probabilities-rank-3": (
+        {"probs_rank3": True},
+        "'probabilities' has shape ['N', 1, 10], the contract says [N, classes]",
+    ),
     "no-metadata": ({"drop": C.REQUIRED_KEYS}, "metadata is missing"),
     "no-contract-key": ({"drop": (C.KEY_CONTRACT,)}, "metadata is missing cifar10kit.contract"),
     "contract-v2": ({"meta": {C.KEY_CONTRACT: "2"}}, "contract version '2'"),
