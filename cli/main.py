@@ -106,6 +106,7 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     _need_train_extra("export")
     from .export.exporter import ExportError, export
+    from .export.quantize import CALIBRATION_IMAGES
     from .runtime.dataset import DatasetError
     from .train.checkpoint import CheckpointError
 
@@ -119,7 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             verify_n=args.verify_n,
             precision=precision,
             calibrate=not args.no_calibrate,
-            calibration_n=args.calibration_images,
+            calibration_n=args.calibration_images or CALIBRATION_IMAGES,
         )
     except DatasetError as e:
         fail(str(e), EXIT_USAGE)
@@ -234,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--calibration-images",
         type=positive_int,
-        default=1024,
         metavar="N",
         help="training images that set the int8 activation ranges (default 1024; fewer export faster)",
     )

@@ -145,3 +145,26 @@ def test_no_shipped_file_points_at_a_developer_data_folder():
         if path.exists() and ("../shared" in (text := path.read_text(errors="replace")) or "/work/shared" in text):
             offenders.append(name)
     assert offenders == []
+
+
+@needs_torch
+def test_export_flags_reach_the_exporter(monkeypatch, tmp_path, capsys):
+    from cifar10kit.export import exporter
+    from cifar10kit.export.quantize import CALIBRATION_IMAGES
+    from cifar10kit.main import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(exporter, "export", lambda *args, **kw: calls.append(kw) or {"written": True})
+    out = str(tmp_path / "m.onnx")
+    assert main(["export", "run", "-o", out, "--int8", "--calibration-images", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"written": True}
+    assert main(["export", "run", "-o", out, "--fp16", "--no-calibrate", "--tta", "none", "--verify-n", "9"]) == 0
+    assert calls[0]["precision"] == "int8" and calls[0]["calibration_n"] == 64 and calls[0]["calibrate"]
+    assert calls[1] | {"data_dir": None} == {
+        "data_dir": None,
+        "tta": "none",
+        "verify_n": 9,
+        "precision": "fp16",
+        "calibrate": False,
+        "calibration_n": CALIBRATION_IMAGES,
+    }
