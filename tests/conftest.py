@@ -150,16 +150,10 @@ def trained_run(tmp_path_factory, tiny_cifar) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_model(tmp_path_factory, trained_run, tiny_cifar) -> Path:
-    """Path of a small .onnx file that follows the contract (exported from trained_run)."""
-
-    def build(folder: Path) -> str:
-        from cifar10kit.export.exporter import export
-
-        export(trained_run, folder / "tiny.onnx", data_dir=str(tiny_cifar), log=lambda *_: None)
-        return str(folder / "tiny.onnx")
-
-    return Path(built_once(tmp_path_factory, "trained-model", build))
+def trained_model(export_variant) -> Path:
+    """Path of a small .onnx file that follows the contract: trained_run exported as `cifar10 export`
+    would by default (fp32; the smoke preset trains without TTA, so none in the graph)."""
+    return export_variant("fp32", "none")[0]
 
 
 @pytest.fixture(scope="session")

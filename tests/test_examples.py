@@ -67,8 +67,7 @@ def test_examples_are_in_the_built_wheel_and_load_from_it(built_wheel, tmp_path)
     """Install the wheel into a folder, and load the examples from there with the editable install
     out of the way (-S)."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    wheel = built_wheel
-    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
+    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", built_wheel], check=True)
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))  # numpy, PIL; no .pth hooks
     code = (
         "from cifar10kit.runtime.examples import examples_dir, load_examples\n"

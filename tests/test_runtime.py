@@ -178,8 +178,8 @@ def test_plain_install_has_no_torch(built_wheel, tmp_path):
         pytest.skip("CIFAR10_SKIP_VENV_TEST set")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", str(built_wheel)]
-    pip = subprocess.run(pip, capture_output=True, text=True)
+    install = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", str(built_wheel)]
+    pip = subprocess.run(install, capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
     probe = "import importlib.util as u; print(u.find_spec('torch'))"
     check = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True)
