@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cifar10kit.runtime import heatmap as H
+from cifar10kit.runtime.bench import machine
 from cifar10kit.runtime.dataset import load_cifar10
 from cifar10kit.runtime.session import Classifier
 
@@ -129,7 +129,7 @@ def main() -> None:
     model = Classifier(a.model, provider="cpu", threads=a.threads)
     correct = sum(int(np.argmax(model.run(images[e["index"]]).probs[0]) == labels[e["index"]]) for e in entries)
     print(f"{len(entries)} hand-boxed test images ({correct} classified correctly); model {model.path.name}")
-    print(f"CPU: {platform.processor() or platform.machine()}, onnxruntime on {model.provider}\n")
+    print(f"{machine()}, onnxruntime on {model.provider}\n")
 
     sets = ["all", *dict.fromkeys(e.get("set", "all") for e in entries)]
     results: dict[str, list[tuple[bool, float, float]]] = {}

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cifar10kit.runtime.bench import machine
 from cifar10kit.runtime.locations import resolve_data_dir
 from cifar10kit.train.trainer import time_to_accuracy
 
@@ -85,16 +86,6 @@ def run_anchor(script: str, data_dir: str, epochs: int | None) -> dict:
     return {"wall_seconds": wall, "train_seconds": nums[-1], "final_acc": nums[-2]}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="fast")
@@ -117,7 +108,7 @@ def main() -> int:
 
     import torch
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cpu_name()}, {os.cpu_count()} cores"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else machine()
     print(f"device: {device}; torch {torch.__version__}; preset {a.preset}")
     out = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="train-speed-"))
     try:

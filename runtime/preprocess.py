@@ -4,7 +4,7 @@ Policy (documented in the README):
 - EXIF orientation is applied, so a phone photo is classified the way it is displayed.
 - Transparency is composited on white (`BACKGROUND`): cut-out objects are usually shown on white.
   That covers alpha channels, palette transparency and the colour-key transparency of grey/RGB PNGs
-  (1-bit and 16-bit grey included; a 16-bit key is matched before scaling).
+  (1-, 2-, 4- and 16-bit grey included; a 16-bit key is matched before scaling).
 - Grayscale, palette, CMYK, 16-bit and float images become 8-bit RGB; 16-bit values are scaled
   (>> 8), not clipped. 32-bit integer images are read as 8-bit when their values fit, else as
   16-bit. Float images in [0, 1] are scaled by 255, others by their largest finite value; NaN
@@ -201,6 +201,20 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
+def _low_depth_grey_key(img: Image.Image) -> int | None:
+    """The colour key of a 2- or 4-bit grey PNG, widened as Pillow widens its pixels (x85, x17).
+
+    Pillow scales those pixels to 8 bits but leaves the key at the source depth, so key 1 of a
+    2-bit image would miss its pixels (85) and hit nothing. The depth shows only in the tile,
+    which load() clears: read it first."""
+    key = img.info.get("transparency")
+    if img.format != "PNG" or img.mode != "L" or not isinstance(key, int) or not img.tile:
+        return None
+    rawmode = img.tile[0][3]  # (codec, extents, offset, args): a tuple before Pillow 11, named since
+    scale = {"L;2": 85, "L;4": 17}.get(rawmode) if isinstance(rawmode, str) else None
+    return None if scale is None else key * scale
+
+
 def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
     """Orientation, first frame, transparency, bit depth and colour space -> 8-bit RGB."""
     if img.tell() != 0:
@@ -214,7 +228,10 @@ def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
     if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L", "CMYK"):  # the modes Pillow opens JPEGs in
         # Decode at the smallest power-of-two reduction that still leaves >= 4x the target size.
         img.draft(img.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
+    low_depth_key = _low_depth_grey_key(img)
     img.load()
+    if low_depth_key is not None:
+        img.info["transparency"] = low_depth_key
     if exif_orientation(img) in range(2, 9):
         img = ImageOps.exif_transpose(img)
     if img.mode in _HIGH_DEPTH:

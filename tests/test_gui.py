@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
+import json
 import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -544,36 +544,18 @@ def test_closing_waits_briefly_for_running_jobs(display):
 # Process-level: no PyTorch, fast start, clean failure without a display
 
 
-def test_app_never_imports_torch_and_starts_fast(display, gui_model, image_dir, tmp_path):
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        t0 = time.perf_counter()
-        import cifar10kit.gui.app as gui
-        app = gui.App(model={str(gui_model)!r}, modal_errors=False)
-        app.root.update()
-        ready = time.perf_counter() - t0
-        app.classify.open_image({str(good_images(image_dir)[0])!r})
-        assert app.tasks.wait_idle(20)
-        assert app.classify.view.top_class() is not None, app.status.message()
-        app.close()
-        banned = [m for m in ("torch", "matplotlib", "torchvision") if m in sys.modules]
-        assert not banned, banned
-        print(f"READY {{ready:.3f}}")
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DISPLAY": display},
-    )
+def test_app_starts_without_torch_through_its_startup_benchmark(display, gui_model):  # display: skips without Xvfb
+    """benchmarks/app_startup.py: a cold process shows a prediction and never imports torch.
+
+    How fast is for the benchmark to print (docs/BENCHMARKS.md); this checks what it measures."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "app_startup.py"
+    cmd = [sys.executable, str(script), "--runs", "1", "--model", str(gui_model), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    ready = float(proc.stdout.split("READY")[1])
-    # The target is 1.5 s on an idle machine; the bound leaves room for a busy CI box.
-    assert ready < 4.0, f"window took {ready:.2f} s"
+    out = json.loads(proc.stdout)
+    assert out["imports_torch"] is False and out["runs"] == 1
+    moments = [out["seconds"][m]["median"] for m in ("imported", "window", "model", "prediction")]
+    assert 0 < moments[0] and moments == sorted(moments), moments  # in the order the app reaches them
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 only")

@@ -33,7 +33,7 @@ from PIL import Image
 from cifar10kit.runtime import preprocess as P
 from cifar10kit.runtime.preprocess import BACKGROUND, ImageError, fit, prepare, to_input, to_rgb
 
-from hostile import EXIF_STORE, encode, png_bytes, scene
+from hostile import EXIF_STORE, encode, png_bytes, png_chunk, scene
 
 PER_FILE_TIMEOUT_S = 30
 
@@ -792,6 +792,33 @@ def test_a_colour_key_on_a_1bit_png_is_composited_on_white(tmp_path, key, want):
         assert check.mode == "1" and "transparency" in check.info
     # Keyed black becomes white; with white keyed, black stays black (white on white is white).
     assert np.asarray(P.load_image(path)).tolist() == [[want, [255, 255, 255]]]
+
+
+def _grey_png(values: list[int], bits: int, key: int) -> bytes:
+    """One row of grey at 2 or 4 bits a pixel with a tRNS key (Pillow writes grey only at 1, 8 or 16)."""
+    bitstring = "".join(format(v, f"0{bits}b") for v in values)
+    bitstring += "0" * (-len(bitstring) % 8)
+    row = b"\0" + int(bitstring, 2).to_bytes(len(bitstring) // 8, "big")  # filter type 0
+    trns = png_chunk(b"tRNS", key.to_bytes(2, "big"))
+    return png_bytes(len(values), 1, zlib.compress(row), color_type=0, depth=bits, extra=trns)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_colour_key_on_a_2_or_4bit_grey_png_hits_its_pixels_only(tmp_path, bits):
+    """Pillow widens these pixels to 8 bits (x85, x17) but not their key: the key must be widened too."""
+    top = 2**bits - 1
+    values = list(range(top + 1))
+    path = tmp_path / f"key{bits}.png"
+    path.write_bytes(_grey_png(values, bits, key=1))
+    with Image.open(path) as check:
+        assert check.mode == "L" and check.info["transparency"] == 1  # the key as the file stores it
+    out = np.asarray(P.load_image(path))
+    step = 255 // top
+    want = [255 if v == 1 else v * step for v in values]  # only value 1 is keyed, onto white
+    assert out[..., 0].tolist() == [want] and out.std(axis=-1).max() == 0
+    # With a key no pixel holds, pixel 1 keeps its grey: the key is what turned it white.
+    path.write_bytes(_grey_png(values, bits, key=top))
+    assert np.asarray(P.load_image(path))[0, :2, 0].tolist() == [0, step]
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I"])
