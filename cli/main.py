@@ -32,6 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
     if widths is not None and len(widths) != 3:
         fail("--widths takes three comma-separated numbers, e.g. 128,384,384", EXIT_USAGE)
+    for flag, value in (("--translate", args.translate), ("--cutout", args.cutout)):
+        if value is not None and value < 0:
+            fail(f"{flag} {value}: a number of pixels, 0 or more (0 turns it off)", EXIT_USAGE)
+    if args.robust is not None and not 0 <= args.robust <= 1:
+        fail(f"--robust {args.robust}: a share of the images, from 0 to 1 (e.g. 0.4)", EXIT_USAGE)
     cfg = make_config(
         args.preset,
         data_dir=args.data_dir,
@@ -54,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         crop_epochs=args.crop_epochs,
         crop_size=args.crop_size,
+        translate=args.translate,
+        cutout=args.cutout,
         robust=0.0 if args.no_robust else args.robust,
     )
     from .runtime.dataset import DatasetError
@@ -197,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tta", choices=["none", "flip", "translate"], help="TTA for the final evaluation")
     t.add_argument("--crop-epochs", type=int, help="train the first N epochs on random crops (fewer FLOPs)")
     t.add_argument("--crop-size", type=int, help="side of those crops in pixels (default 24)")
+    t.add_argument("--translate", type=int, metavar="PIXELS", help="random shifts of up to N pixels (default 2)")
+    t.add_argument("--cutout", type=int, metavar="PIXELS", help="blank an N x N square of each image (default 0: off)")
     t.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--deterministic", action="store_true", help="deterministic kernels where available")

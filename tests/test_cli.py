@@ -127,6 +127,16 @@ def test_train_and_export_errors_are_one_line(tmp_path):
     assert "last.pt" in line
     line = _one_line_error(cli_slow("export", str(run / "last.pt"), "-o", str(tmp_path / "m.onnx")), 1)
     assert "last.pt" in line and not (tmp_path / "m.onnx").exists()
+    for flag, value, says in (
+        ("--cutout", "-4", "0 or more"),
+        ("--translate", "-1", "0 or more"),
+        ("--robust", "1.5", "0 to 1"),
+    ):
+        line = _one_line_error(cli_slow("train", "--preset", "smoke", flag, value, *out), 2)
+        assert f"{flag} {value}" in line and says in line
+    line = _one_line_error(cli_slow("train", "--preset", "smoke", "--name", "broken", *out), 1)
+    assert "broken" in line and "--resume" in line and (run / "last.pt").read_bytes().startswith(b"PK")  # untouched
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["broken"]  # the failed runs left no empty folders
 
 
 # ----------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     import torch
 
     # Crop epochs first, as in `fast`: kills land in them too, and resume must regenerate the same crops.
-    # Robustness augmentation on: resume must also regenerate the same corrupted copies of each epoch.
+    # Robustness augmentation and cutout on: resume must also regenerate the same corrupted copies and squares.
     # Pinned to the CPU: CUDA kernels are not bit-exact, and a GPU would finish before three kills.
     args = smoke_train_args(
         tiny_cifar,
@@ -82,10 +82,16 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         "cpu",
         "--robust",
         "0.5",
+        "--cutout",
+        "8",
+        "--translate",
+        "3",
     )
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
-    assert "robustness augmentation on 50% of images" in reference.stdout
+    assert "robustness augmentation on 50% of images, cutout 8x8" in reference.stdout
+    saved = json.loads((tmp_path / "reference" / "config.json").read_text())
+    assert (saved["cutout"], saved["translate"]) == (8, 3)  # the flags reach the run, and resume reads them back
     # Kill somewhere inside an epoch on any machine: the delay scales with this machine's shortest epoch.
     rows = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
     epoch_s = min(row["epoch_seconds"] for row in rows)
@@ -194,6 +200,55 @@ def test_random_crop_takes_a_window_of_each_image():
     again = random_crop(images, 24, epoch_generator(0, 0))
     assert (again == out).all()  # a pure function of (seed, epoch): resume sees the same crops
     assert (random_crop(images, 32, epoch_generator(0, 0)) == images).all()
+
+
+@pytest.mark.parametrize("size", [12, 5])
+def test_random_cutout_blanks_one_square_per_image(size):
+    """Each image loses exactly one size x size square (clipped at the border), nothing else."""
+    import torch
+
+    from cifar10kit.train.augment import epoch_generator, random_cutout
+
+    images = _coded_images() + 1  # no pixel is 0 before cutout
+    out = random_cutout(images, size, epoch_generator(2, 5))
+    assert out.shape == images.shape and images.min() > 0
+    blanks, clipped = set(), 0
+    for k in range(len(out)):
+        zero = out[k] == 0
+        assert torch.equal(zero[0], zero[1]) and torch.equal(zero[0], zero[2])  # all channels alike
+        assert torch.equal(out[k][~zero], images[k][~zero])  # the rest untouched
+        rows, cols = zero[0].any(1).nonzero().squeeze(1), zero[0].any(0).nonzero().squeeze(1)
+        assert len(rows) and len(cols), "every image gets a square"
+        assert zero[0].sum() == len(rows) * len(cols)  # one rectangle, filled
+        assert rows.tolist() == list(range(rows[0], rows[-1] + 1)) and cols.tolist() == list(
+            range(cols[0], cols[-1] + 1)
+        )
+        assert len(rows) <= size and len(cols) <= size
+        clipped += len(rows) < size or len(cols) < size
+        blanks.add((int(rows[0]), int(cols[0])))
+    assert len(blanks) > 20 and 0 < clipped < len(out)  # per-image places; some over the edge, most not
+    assert torch.equal(random_cutout(images, size, epoch_generator(2, 5)), out)  # (seed, epoch) decide it
+    assert not torch.equal(random_cutout(images, size, epoch_generator(2, 6)), out)
+    assert random_cutout(images, 0, epoch_generator(2, 5)) is images
+
+
+def test_cutout_reaches_the_batches_scaled_to_crop_epochs(tiny_cifar):
+    """--cutout is applied every epoch; on 24-pixel crop epochs the square shrinks to keep its share."""
+    from cifar10kit.train.config import make_config
+    from cifar10kit.train.data import epoch_batches, load_data
+
+    cfg = make_config("smoke", data_dir=str(tiny_cifar), cutout=8, crop_epochs=1, crop_size=24, device="cpu")
+    data = load_data(cfg, "cpu")
+
+    def largest_blank(epoch: int) -> int:
+        x, _ = next(epoch_batches(data, cfg, epoch))
+        zero = (x == 0).all(1)  # [n, h, w]: blank in every channel
+        return int(max(zero[k].any(1).sum() for k in range(len(x))))
+
+    assert largest_blank(0) == 6 and largest_blank(1) == 8  # round(8 * 24 / 32) on the crop epoch
+    plain = make_config("smoke", data_dir=str(tiny_cifar), crop_epochs=1, crop_size=24, device="cpu")
+    x, _ = next(epoch_batches(data, plain, 1))
+    assert int(max((x[k] == 0).all(0).any(1).sum() for k in range(len(x)))) < 8
 
 
 def test_random_translate_shifts_within_a_reflection():

@@ -1,5 +1,5 @@
-"""Data augmentation: flips, translations and crops on whole tensors (no per-image Python), and
-robustness corruptions on the uint8 images before them.
+"""Data augmentation: flips, translations, crops and cutout on whole tensors (no per-image
+Python), and robustness corruptions on the uint8 images before them.
 
 All are deterministic functions of (seed, epoch), so a resumed run sees the same data as an
 uninterrupted one.
@@ -65,6 +65,23 @@ def random_translate(images: torch.Tensor, pad: int, gen: torch.Generator) -> to
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=images.device)
     return _shifted_windows(padded, h, w, dy, dx)
+
+
+def random_cutout(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Blank a size x size square at a random centre of each image (DeVries & Taylor, 2017).
+
+    The square may hang over the edge, so objects are sometimes cut at the border only. The fill
+    is 0, the dataset mean after normalisation: the net learns to classify from the parts it sees,
+    which is what long runs need once the training set is fitted (airbench96 adds 12 pixels)."""
+    if size <= 0:
+        return images
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n, 1), generator=gen, device=images.device)
+    cx = torch.randint(0, w, (n, 1), generator=gen, device=images.device)
+    ys = torch.arange(h, device=images.device) - (cy - size // 2)  # [n, h]: row minus the square's top
+    xs = torch.arange(w, device=images.device) - (cx - size // 2)
+    inside = ((ys >= 0) & (ys < size)).view(n, 1, h, 1) & ((xs >= 0) & (xs < size)).view(n, 1, 1, w)
+    return images.masked_fill(inside, 0)
 
 
 # ----------------------------------------------------------------------------------------------

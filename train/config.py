@@ -32,7 +32,8 @@ class Config:
     weight_decay: float = 2e-6  # per example; scaled by batch size
     label_smoothing: float = 0.2
     whiten_bias_epochs: int = 3
-    translate: int = 2
+    translate: int = 2  # random shifts of up to N pixels (reflection padding)
+    cutout: int = 0  # blank an N x N square of each training image; 0 = off
     crop_epochs: int = 0  # the first N epochs train on random crop_size crops: same objects, fewer FLOPs
     crop_size: int = 24
     robust: float = 0.0  # share of each epoch's images given a random corruption (JPEG, noise, ...); 0 = off

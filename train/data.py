@@ -18,7 +18,7 @@ import torch
 
 from ..runtime.contract import CIFAR10_MEAN, CIFAR10_STD
 from ..runtime.dataset import download_cifar10, load_cifar10
-from .augment import alternating_flip, epoch_generator, random_crop, random_translate, robust_corrupt
+from .augment import alternating_flip, epoch_generator, random_crop, random_cutout, random_translate, robust_corrupt
 from .config import Config
 
 # ----------------------------------------------------------------------------------------------
@@ -120,8 +120,11 @@ def epoch_batches(
     gen = epoch_generator(cfg.seed, epoch, data.train_x.device)
     images = alternating_flip(data.train_x if source is None else source, cfg.seed, epoch)
     images = random_translate(images, cfg.translate, gen)
+    cutout = cfg.cutout
     if epoch < cfg.crop_epochs:
         images = random_crop(images, cfg.crop_size, gen)
+        cutout = round(cutout * cfg.crop_size / data.train_x.shape[-1])  # the same share of a smaller image
+    images = random_cutout(images, cutout, gen)
     order = torch.randperm(len(images), generator=gen, device=images.device)
     n = len(order) // cfg.batch_size * cfg.batch_size or len(order)  # drop the ragged last batch
     for i in range(0, n, cfg.batch_size):

@@ -111,8 +111,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         run_dir = Path(cfg.out) / (cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if cfg.batch_size < procs.world:
         raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {procs.world} processes sharing it")
-    if ckpt is None and procs.main:
-        run_dir.mkdir(parents=True, exist_ok=False)
+    if ckpt is None and run_dir.exists():
+        raise SystemExit(f"run folder {run_dir} exists: choose another --name, or continue it with --resume {run_dir}")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -128,7 +128,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     start_epoch, train_seconds = 0, 0.0
     if ckpt is None:
         model.init_whitening(data.train_x[:5000])
-        if procs.main:
+        if procs.main:  # only now: a run that fails to find its data leaves no empty folder behind
+            run_dir.mkdir(parents=True, exist_ok=False)
             (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     else:
         model.load_state_dict(ckpt["model"])
@@ -149,7 +150,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         f"training {model.arch} on {data.source} ({len(data.train_x)} images, "
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
-        + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else ""),
+        + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
+        + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else ""),
     )
     if procs.world > 1:
         log(
