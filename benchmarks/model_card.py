@@ -24,6 +24,18 @@ from cifar10kit.runtime.robustness import RobustnessReport  # noqa: E402
 from cifar10kit.runtime.session import Classifier  # noqa: E402
 
 
+def augmentation_text(config: dict) -> str:
+    """The training augmentation as the run's config.json states it (older runs lack the newer keys)."""
+    parts = [f"flip + {config.get('translate', 2)}-pixel translate"]
+    if config.get("crop_epochs"):
+        parts.append(f"the first {config['crop_epochs']} epochs on {config.get('crop_size', 24)}-pixel crops")
+    if config.get("cutout"):
+        parts.append(f"{config['cutout']}-pixel cutout")
+    if config.get("robust"):
+        parts.append(f"corruptions on {config['robust']:.0%} of images")
+    return "augmentation " + ", ".join(parts)
+
+
 def calibration_text(info, probs: np.ndarray, labels: np.ndarray, ece: float) -> str:
     t = float(info.raw.get("temperature", "1"))
     if t == 1.0:
@@ -187,7 +199,7 @@ def main() -> int:
         "",
         f"Seed {config.get('seed', '?')}. Recipe: {config.get('epochs')} epochs, batch {config.get('batch_size')}, "
         f"widths {config.get('widths')}, Muon lr {config.get('lr')} for conv filters, SGD for biases and head, "
-        f"label smoothing {config.get('label_smoothing')}, flip + 2-pixel translate augmentation, bf16 autocast.",
+        f"label smoothing {config.get('label_smoothing')}, {augmentation_text(config)}, bf16 autocast.",
         "",
         f"Hardware: {a.hardware or machine()}. "
         + (
