@@ -52,8 +52,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": dict(epochs=11, batch_size=2000, widths=(64, 256, 256), tta="translate", crop_epochs=4),
     # Wider: the 95% recipe; robustness augmentation, since this is the model users see.
     "accurate": dict(epochs=14, batch_size=2000, widths=(128, 384, 384), tta="translate", robust=0.4),
-    # For a GPU: wider and longer still.
-    "best": dict(epochs=40, batch_size=1000, widths=(192, 512, 512), tta="translate", robust=0.4),
+    # For a GPU: wider and longer still. Without cutout it fitted 99% of its training images and
+    # stopped at 94.3% on the test set; airbench96 adds 12-pixel cutout and 4-pixel translations.
+    "best": dict(
+        epochs=40, batch_size=1000, widths=(192, 512, 512), tta="translate", robust=0.4, cutout=12, translate=4
+    ),
     # Seconds, not accuracy: for tests and trying the pipeline.
     "smoke": dict(epochs=1, batch_size=500, widths=(16, 32, 32), tta="none", subset=2000),
 }
