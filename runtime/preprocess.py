@@ -207,11 +207,11 @@ def _low_depth_grey_key(img: Image.Image) -> int | None:
     Pillow scales those pixels to 8 bits but leaves the key at the source depth, so key 1 of a
     2-bit image would miss its pixels (85) and hit nothing. The depth shows only in the tile,
     which load() clears: read it first."""
-    key = img.info.get("transparency")
-    if img.format != "PNG" or img.mode != "L" or not isinstance(key, int) or not img.tile:
+    key, tile = img.info.get("transparency"), getattr(img, "tile", None)  # only files have a tile
+    if not isinstance(key, int) or not tile:
         return None
-    rawmode = img.tile[0][3]  # (codec, extents, offset, args): a tuple before Pillow 11, named since
-    scale = {"L;2": 85, "L;4": 17}.get(rawmode) if isinstance(rawmode, str) else None
+    rawmode = tile[0][3]  # (codec, extents, offset, args): a tuple before Pillow 11, named since
+    scale = 85 if rawmode == "L;2" else 17 if rawmode == "L;4" else None  # a GIF's args are a tuple: no dict lookup
     return None if scale is None else key * scale
 
 

@@ -794,12 +794,12 @@ def test_a_colour_key_on_a_1bit_png_is_composited_on_white(tmp_path, key, want):
     assert np.asarray(P.load_image(path)).tolist() == [[want, [255, 255, 255]]]
 
 
-def _grey_png(values: list[int], bits: int, key: int) -> bytes:
-    """One row of grey at 2 or 4 bits a pixel with a tRNS key (Pillow writes grey only at 1, 8 or 16)."""
+def _grey_png(values: list[int], bits: int, key: int | None) -> bytes:
+    """One row of grey at 2 or 4 bits a pixel, with a tRNS key or none (Pillow writes grey only at 1, 8 or 16)."""
     bitstring = "".join(format(v, f"0{bits}b") for v in values)
     bitstring += "0" * (-len(bitstring) % 8)
     row = b"\0" + int(bitstring, 2).to_bytes(len(bitstring) // 8, "big")  # filter type 0
-    trns = png_chunk(b"tRNS", key.to_bytes(2, "big"))
+    trns = b"" if key is None else png_chunk(b"tRNS", key.to_bytes(2, "big"))
     return png_bytes(len(values), 1, zlib.compress(row), color_type=0, depth=bits, extra=trns)
 
 
@@ -816,9 +816,11 @@ def test_a_colour_key_on_a_2_or_4bit_grey_png_hits_its_pixels_only(tmp_path, bit
     step = 255 // top
     want = [255 if v == 1 else v * step for v in values]  # only value 1 is keyed, onto white
     assert out[..., 0].tolist() == [want] and out.std(axis=-1).max() == 0
-    # With a key no pixel holds, pixel 1 keeps its grey: the key is what turned it white.
+    # With a key no pixel holds, or none, pixel 1 keeps its grey: the key is what turned it white.
     path.write_bytes(_grey_png(values, bits, key=top))
     assert np.asarray(P.load_image(path))[0, :2, 0].tolist() == [0, step]
+    path.write_bytes(_grey_png(values, bits, key=None))
+    assert np.asarray(P.load_image(path))[..., 0].tolist() == [[v * step for v in values]]
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I"])
