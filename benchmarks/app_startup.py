@@ -48,20 +48,14 @@ CHILD = textwrap.dedent(
     app = gui.App(model=os.environ.get("APP_STARTUP_MODEL") or None, modal_errors=False)
     app.root.update()
     marks["window"] = time.time() - T0
+    sys.path.insert(0, os.environ["APP_STARTUP_HELPERS"])  # after the marks above: not part of the app's start
+    from gui_helpers import pump_until
 
-    def pump(condition, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise SystemExit("timed out: " + app.status.message())
-            app.tasks.drain()
-            app.root.update()
-            time.sleep(0.002)
-
-    pump(lambda: app.model is not None)
+    assert pump_until(app, lambda: app.model is not None, 60), app.status.message()
     marks["model"] = time.time() - T0
     app.classify.open_image(str(example_images()[0].path))
-    pump(lambda: app.classify.shown is not None and app.classify.shown.probs is not None)
+    shown = lambda: app.classify.shown is not None and app.classify.shown.probs is not None
+    assert pump_until(app, shown, 60), app.status.message()
     marks["prediction"] = time.time() - T0
     app.close()
     marks["banned"] = [m for m in ("torch", "torchvision", "matplotlib") if m in sys.modules]
@@ -71,7 +65,13 @@ CHILD = textwrap.dedent(
 
 
 def one_run(display: str, model: str | None) -> dict:
-    env = {**os.environ, "DISPLAY": display, "APP_STARTUP_MODEL": model or "", "APP_STARTUP_T0": repr(time.time())}
+    env = {
+        **os.environ,
+        "DISPLAY": display,
+        "APP_STARTUP_MODEL": model or "",
+        "APP_STARTUP_HELPERS": str(REPO / "tests"),
+    }
+    env["APP_STARTUP_T0"] = repr(time.time())
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0 or "MARKS " not in proc.stdout:
         raise RuntimeError(f"the app did not start:\n{proc.stderr[-2000:]}{proc.stdout[-500:]}")
