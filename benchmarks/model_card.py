@@ -33,7 +33,11 @@ def augmentation_text(config: dict) -> str:
         parts.append(f"{config['cutout']}-pixel cutout")
     if config.get("robust"):
         parts.append(f"corruptions on {config['robust']:.0%} of images")
-    return "augmentation " + ", ".join(parts)
+    text = "augmentation " + ", ".join(parts)
+    if teachers := config.get("teacher"):
+        names = ", ".join(Path(t).name for t in teachers)
+        text += f"; distilled from {names} (their probabilities {config.get('distill', 0.7):.0%} of each target)"
+    return text
 
 
 def calibration_text(info, probs: np.ndarray, labels: np.ndarray, ece: float) -> str:

@@ -37,6 +37,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             fail(f"{flag} {value}: a number of pixels, 0 or more (0 turns it off)", EXIT_USAGE)
     if args.robust is not None and not 0 <= args.robust <= 1:
         fail(f"--robust {args.robust}: a share of the images, from 0 to 1 (e.g. 0.4)", EXIT_USAGE)
+    if args.distill is not None and not 0 <= args.distill <= 1:
+        fail(f"--distill {args.distill}: the teachers' share of each target, from 0 to 1 (e.g. 0.7)", EXIT_USAGE)
+    if args.distill is not None and not args.teacher:
+        fail("--distill sets the weight of a teacher's probabilities: give one with --teacher MODEL.onnx", EXIT_USAGE)
     cfg = make_config(
         args.preset,
         data_dir=args.data_dir,
@@ -62,17 +66,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         translate=args.translate,
         cutout=args.cutout,
         robust=0.0 if args.no_robust else args.robust,
+        teacher=tuple(args.teacher) if args.teacher else None,
+        distill=args.distill,
     )
     from .runtime.dataset import DatasetError
     from .runtime.preprocess import ImageError
     from .train.checkpoint import CheckpointError
+    from .train.distill import TeacherError
 
     try:
         run_dir = train(cfg, resume=args.resume)
     except KeyboardInterrupt:
         print("\ninterrupted: the last completed epoch is saved; continue with --resume RUN_DIR", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except DatasetError as e:  # no data where it was asked for, a folder without classes
+    except (DatasetError, TeacherError) as e:  # no data where it was asked for; a teacher with other classes
         fail(str(e), EXIT_USAGE)
     except (CheckpointError, ImageError) as e:  # a damaged checkpoint to resume, an unreadable file
         fail(str(e), EXIT_FAILED)
@@ -218,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
         "exposure, colour, pixelation); default 0.4 for accurate and best, 0 for fast",
     )
     t.add_argument("--no-robust", action="store_true", help="turn robustness augmentation off")
+    t.add_argument(
+        "--teacher",
+        action="append",
+        metavar="MODEL.onnx",
+        help="distil: also train toward this exported model's probabilities on each training image "
+        "(repeat for an ensemble; they run once, before training)",
+    )
+    t.add_argument(
+        "--distill", type=float, metavar="WEIGHT", help="the teachers' share of each target, 0-1 (default 0.7)"
+    )
     t.add_argument("--eval-every", type=int, help="evaluate on the test set every N epochs (0: only at the end)")
     t.add_argument(
         "--nproc",

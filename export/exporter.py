@@ -137,6 +137,8 @@ def describe(ckpt: dict[str, Any], ckpt_path: Path, module: Deployable, test_set
 
     # Where a run happened (folders, device, threads) is not part of its recipe, and would leak local paths.
     config = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUN_LOCAL_KEYS}
+    if config.get("teacher"):  # which files taught it, not where they were
+        config["teacher"] = [Path(t).name for t in config["teacher"]]
     return {
         contract.KEY_CONTRACT: contract.CONTRACT_VERSION,
         contract.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),

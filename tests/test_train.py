@@ -241,7 +241,7 @@ def test_cutout_reaches_the_batches_scaled_to_crop_epochs(tiny_cifar):
     data = load_data(cfg, "cpu")
 
     def largest_blank(config, epoch: int) -> int:
-        x, _ = next(epoch_batches(data, config, epoch))
+        x, _, _ = next(epoch_batches(data, config, epoch))
         zero = (x == 0).all(1)  # [n, h, w]: blank in every channel
         return int(max(zero[k].any(1).sum() for k in range(len(x))))
 

@@ -37,6 +37,8 @@ class Config:
     crop_epochs: int = 0  # the first N epochs train on random crop_size crops: same objects, fewer FLOPs
     crop_size: int = 24
     robust: float = 0.0  # share of each epoch's images given a random corruption (JPEG, noise, ...); 0 = off
+    teacher: tuple[str, ...] = ()  # .onnx files whose mean probabilities the run also trains toward
+    distill: float = 0.7  # with a teacher: its share of each image's target (the label has the rest)
     tta: str = "translate"  # final evaluation: none | flip | translate
     seed: int = 0
     subset: int = 0  # use only the first N training images (smoke tests)

@@ -35,7 +35,8 @@ class Data:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
-    train_u8: np.ndarray | None = None  # raw NHWC pixels, kept when robustness augmentation needs them
+    train_u8: np.ndarray | None = None  # raw NHWC pixels, kept for robustness augmentation and teachers
+    train_soft: torch.Tensor | None = None  # the teachers' probabilities per training image (distillation)
 
 
 def normalise(images: np.ndarray, mean, std, device) -> torch.Tensor:
@@ -75,7 +76,7 @@ def load_data(cfg: Config, device: torch.device) -> Data:
         mean,
         std,
         source,
-        train_u8=tr_x if cfg.robust > 0 else None,
+        train_u8=tr_x if cfg.robust > 0 or cfg.teacher else None,
     )
 
 
@@ -113,10 +114,11 @@ class RobustImages:
 
 def epoch_batches(
     data: Data, cfg: Config, epoch: int, source: torch.Tensor | None = None, rank: int = 0, world: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Augmented, shuffled batches for one epoch; a pure function of (seed, epoch). `source`
-    replaces the clean training images (robustness augmentation). With `world` processes, each
-    global batch of cfg.batch_size is dealt out like cards and this process gets share `rank`."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Augmented, shuffled (images, labels, teacher probabilities or None) for one epoch; a pure
+    function of (seed, epoch). `source` replaces the clean training images (robustness augmentation).
+    With `world` processes, each global batch of cfg.batch_size is dealt out like cards and this
+    process gets share `rank`."""
     gen = epoch_generator(cfg.seed, epoch, data.train_x.device)
     images = alternating_flip(data.train_x if source is None else source, cfg.seed, epoch)
     images = random_translate(images, cfg.translate, gen)
@@ -129,7 +131,7 @@ def epoch_batches(
     n = len(order) // cfg.batch_size * cfg.batch_size or len(order)  # drop the ragged last batch
     for i in range(0, n, cfg.batch_size):
         idx = order[i : i + cfg.batch_size][rank::world]
-        yield images[idx], data.train_y[idx]
+        yield images[idx], data.train_y[idx], None if data.train_soft is None else data.train_soft[idx]
 
 
 def steps_per_epoch(data: Data, cfg: Config) -> int:

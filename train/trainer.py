@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..runtime.evaluate import confusion_matrix
-from . import distributed
+from . import distill, distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
 from .config import PRESETS, Config, describe_device, make_config
 from .data import Data, RobustImages, epoch_batches, fetch_data, load_data, steps_per_epoch
@@ -105,10 +105,13 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         )
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
+        saved["teacher"] = tuple(saved.get("teacher", ()))
         # The run's own config decides what is trained; only where it runs may change.
         cfg = Config(**{**saved, "device": cfg.device, "threads": cfg.threads})
     else:
         run_dir = Path(cfg.out) / (cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        # Absolute: the config is the run's record, and a resume may start from another folder.
+        cfg = dataclasses.replace(cfg, teacher=tuple(str(Path(t).resolve()) for t in cfg.teacher))
     if cfg.batch_size < procs.world:
         raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {procs.world} processes sharing it")
     if ckpt is None and run_dir.exists():
@@ -122,6 +125,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         fetch_data(cfg)
     distributed.barrier(procs)
     data = load_data(cfg, device)
+    if cfg.teacher:
+        data.train_soft = teach(run_dir, cfg, data, procs, device)
     model = build_model(cfg, len(data.class_names), device)
     sgd, muon = build_optimisers(model, cfg)
     history: list[dict[str, Any]] = []
@@ -138,6 +143,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_seconds = history[-1]["train_seconds"] if history else 0.0
         log(procs, f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+    if procs.main and data.train_soft is not None and not (run_dir / distill.CACHE_NAME).exists():
+        distill.save_cache(run_dir, data.train_soft.cpu().numpy())
     distributed.broadcast_state(procs, model)
     net = distributed.wrap(model, procs, device)
     step_fn = torch.compile(net) if cfg.compile else net
@@ -151,7 +158,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
-        + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else ""),
+        + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else "")
+        + (f", distilling from {len(cfg.teacher)} teacher(s) at weight {cfg.distill}" if cfg.teacher else ""),
     )
     if procs.world > 1:
         log(
@@ -161,7 +169,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         )
     # Ctrl-C or kill may land anywhere: last.pt is replaced atomically at the end of each epoch,
     # so `--resume` always finds the last completed epoch.
-    robust = RobustImages(data, cfg) if data.train_u8 is not None else None
+    robust = RobustImages(data, cfg) if cfg.robust > 0 and data.train_u8 is not None else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -176,14 +184,18 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
             dynamic_ncols=True,
             disable=not procs.main,
         )
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y, soft) in enumerate(bar):
             step = epoch * per_epoch + i
             learn_whitening = step < whiten_steps
             with autocast(device, cfg.amp):
                 # DDP wants every parameter in every step's graph: the frozen whitening bias stays
                 # in it, and its gradient is dropped below instead.
                 logits = step_fn(x, whiten_bias=learn_whitening or bool(procs.backend))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            if soft is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            else:
+                target = distill.targets(y, soft, cfg.distill, cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), target, reduction="sum")
             # DDP averages gradients over processes; the recipe's gradient is the batch's sum.
             (loss * procs.world).backward()
             if not learn_whitening:
@@ -225,6 +237,18 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         log(procs, f"weights bit-identical in all {procs.world} processes after every epoch")
     distributed.teardown(procs)
     return evaluate_and_save(run_dir, model, data, cfg, history) if procs.main else None
+
+
+def teach(run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, device: torch.device) -> torch.Tensor:
+    """The teachers' probabilities for every training image: process 0 computes them (or reads the
+    run's cache) and hands them to the others."""
+    probs = None
+    if procs.main:
+        probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names)
+    probs = distributed.broadcast_object(procs, probs, device)
+    if cfg.robust <= 0:
+        data.train_u8 = None  # only the teachers needed the raw pixels
+    return torch.from_numpy(probs).to(device)
 
 
 def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:

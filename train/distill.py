@@ -1,0 +1,94 @@
+"""Distillation: train toward teacher models' probabilities as well as the labels.
+
+A label says "cat"; a good teacher says "cat, a little dog, no truck", and a small net learns more from
+that than from the label alone (Hinton et al., 2015). This is how a net that fits the app's latency
+budget can take accuracy from one that does not, or from an ensemble of several.
+
+The teachers are exported `.onnx` files (any file that follows the model contract, TTA in its graph
+included). They run once, before training, on the clean training images; every augmented or corrupted
+copy of an image is then trained toward what the teachers saw in the original, so the student also
+learns that a JPEG'd or noisy cat is the same cat. Their probabilities are cached in the run folder,
+so `--resume` neither recomputes them nor needs the teacher files again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+CACHE_NAME = "teacher_probs.npy"
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot teach this run: unreadable, or with other classes."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The teachers' probabilities, once per run
+
+
+def teacher_probs(paths: Sequence[str], images: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """The mean of the teachers' probabilities for uint8 NHWC `images`, float32 [N, classes]."""
+    from ..runtime.contract import ContractError
+    from ..runtime.session import Classifier
+
+    total = np.zeros((len(images), len(class_names)), np.float64)
+    for n, path in enumerate(paths, 1):
+        try:
+            teacher = Classifier(path, provider="auto", notify=lambda m: print(m, flush=True))
+        except ContractError as e:
+            raise TeacherError(f"teacher {e}") from None
+        if tuple(teacher.class_names) != tuple(class_names):
+            raise TeacherError(
+                f"teacher {path} predicts {list(teacher.class_names)}, but the training data's classes are "
+                f"{list(class_names)}: a teacher needs the same classes in the same order"
+            )
+        step = teacher.batch_size
+        bar = tqdm(range(0, len(images), step), desc=f"teacher {n}/{len(paths)} {Path(path).name}", unit="batch")
+        for i in bar:
+            total[i : i + step] += teacher.run(images[i : i + step]).probs
+    return (total / len(paths)).astype(np.float32)
+
+
+def load_or_compute(run_dir: Path, paths: Sequence[str], images: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """The run's cached teacher probabilities, or new ones (cached once `run_dir` exists)."""
+    cache = run_dir / CACHE_NAME
+    if cache.exists():
+        probs = np.load(cache, allow_pickle=False)
+        if probs.shape == (len(images), len(class_names)):
+            return probs
+        print(f"{cache} holds {probs.shape}, not ({len(images)}, {len(class_names)}): recomputing it")
+    return teacher_probs(paths, images, class_names)
+
+
+def save_cache(run_dir: Path, probs: np.ndarray) -> None:
+    """Atomically, like the checkpoints: a kill mid-write leaves no half file for `--resume` to read."""
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CACHE_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, probs, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / CACHE_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets
+
+
+def targets(labels: torch.Tensor, teacher: torch.Tensor, weight: float, smoothing: float) -> torch.Tensor:
+    """Per-image target distributions: `weight` of the teachers' probabilities, the rest the
+    label-smoothed label the run would train on without a teacher (weight 0 is exactly that run's loss)."""
+    k = teacher.shape[1]
+    hard = F.one_hot(labels, k).float() * (1 - smoothing) + smoothing / k
+    return (1 - weight) * hard + weight * teacher.float()
