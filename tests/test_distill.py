@@ -127,6 +127,23 @@ def test_student_learns_from_the_teacher_where_labels_teach_nothing(trained_mode
     assert recipe["teacher"] == [trained_model.name] and recipe["distill"] == 1.0
 
 
+def test_two_processes_share_the_teachers_probabilities(trained_model, tiny_cifar, tmp_path):
+    """With torchrun, process 0 runs the teacher and hands its probabilities to the other: both halves of
+    every batch then learn from the teacher (the labels are shuffled), and the replicas stay identical."""
+    from cifar10kit.runtime.session import Classifier
+
+    data = scrambled_copy(tiny_cifar, tmp_path / "data")
+    teacher_acc = float(Classifier(trained_model, provider="cpu").info.raw["test_accuracy"])
+    args = smoke_train_args(
+        data, tmp_path, *STUDENT, "--device", "cpu", "--teacher", str(trained_model), "--distill", "1"
+    )
+    two = cli("train", "--nproc", "2", *args[1:], "--name", "two", timeout=900)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert two.stdout.count("distilling from 1 teacher(s)") == 1
+    assert "weights bit-identical in all 2 processes after every epoch" in two.stdout
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["test_acc"] > 0.8 * teacher_acc
+
+
 def test_resume_after_sigkill_reads_the_cached_teacher(trained_model, tiny_cifar, tmp_path):
     """Killed after its first epoch, the run resumes with the teacher's file gone (the cache is enough)
     and ends with the weights of an uninterrupted run."""
