@@ -21,13 +21,13 @@ person can read.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from .atomic import atomic_write
 from .contract import CIFAR10_MEAN
 from .preprocess import ImageError, fit, load_image, to_input
 
@@ -264,18 +264,8 @@ def overlay_image(view: Image.Image, heat: Heatmap, caption: str, side: int = VI
 
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, "PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary output files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a PNG atomically (runtime/atomic.py)."""
+    return atomic_write(path, lambda f: img.save(f, "PNG"))
 
 
 class OverlayWriter:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from ..runtime import contract
+from ..runtime.atomic import atomic_write
 from .model import AirNet
 
 FORMAT = "cifar10kit-checkpoint"  # the `format` tag of a model checkpoint
@@ -53,18 +53,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically (runtime/atomic.py)."""
+    path = atomic_write(path, lambda f: torch.save(obj, f))
     _remove_stale_temps(path, keep_newer_than=600)
 
 

@@ -13,8 +13,6 @@ so `--resume` neither recomputes them nor needs the teacher files again.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from ..runtime.atomic import atomic_write
 
 CACHE_NAME = "teacher_probs.npy"
 
@@ -70,16 +70,7 @@ def load_or_compute(run_dir: Path, paths: Sequence[str], images: np.ndarray, cla
 
 def save_cache(run_dir: Path, probs: np.ndarray) -> None:
     """Atomically, like the checkpoints: a kill mid-write leaves no half file for `--resume` to read."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CACHE_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, probs, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run_dir / CACHE_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(run_dir / CACHE_NAME, lambda f: np.save(f, probs, allow_pickle=False))
 
 
 # ----------------------------------------------------------------------------------------------

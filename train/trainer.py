@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..runtime.atomic import atomic_write
 from ..runtime.evaluate import confusion_matrix
 from . import distill, distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
@@ -285,9 +285,8 @@ def log(procs: distributed.Dist, message: str) -> None:
 
 
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    tmp = run_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    os.replace(tmp, run_dir / "metrics.jsonl")
+    text = "".join(json.dumps(r) + "\n" for r in history)
+    atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode()))
 
 
 def evaluate_and_save(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list) -> Path:
