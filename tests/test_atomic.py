@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import pytest
@@ -42,3 +43,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(target, half_then_fail)
     assert target.read_text() == "epoch 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_the_temporary_sits_beside_the_target_under_its_name(tmp_path):
+    """Beside it: a rename within one file system is atomic. Named `.NAME.*.tmp`: hidden, and what the
+    checkpoint writer sweeps when a kill left one behind."""
+    seen = []
+    atomic_write(tmp_path / "last.pt", lambda f: seen.extend(p.name for p in tmp_path.iterdir()))
+    assert len(seen) == 1 and re.fullmatch(r"\.last\.pt\..+\.tmp", seen[0]), seen
