@@ -175,6 +175,7 @@ def test_resume_after_sigkill_reads_the_cached_teacher(trained_model, tiny_cifar
         (("--distill", "0.5"), "--teacher"),
         (("--teacher", "t.onnx", "--distill", "1.5"), "from 0 to 1"),
         (("--teacher", "missing.onnx"), "no such model file"),
+        (("--teacher", "."), "cifar10 export RUN_DIR -o teacher.onnx"),
     ],
 )
 def test_bad_teacher_flags_fail_in_one_line_and_leave_no_run_folder(tiny_cifar, tmp_path, extra, needle):

@@ -41,6 +41,11 @@ def teacher_probs(paths: Sequence[str], images: np.ndarray, class_names: Sequenc
 
     total = np.zeros((len(images), len(class_names)), np.float64)
     for n, path in enumerate(paths, 1):
+        if Path(path).is_dir():
+            raise TeacherError(
+                f"teacher {path} is a folder: a teacher is an exported model; "
+                f"export a run with `cifar10 export RUN_DIR -o teacher.onnx --tta flip` and give that file"
+            )
         try:
             teacher = Classifier(path, provider="auto", notify=lambda m: print(m, flush=True))
         except ContractError as e:
