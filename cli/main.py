@@ -39,8 +39,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         fail(f"--robust {args.robust}: a share of the images, from 0 to 1 (e.g. 0.4)", EXIT_USAGE)
     if args.distill is not None and not 0 <= args.distill <= 1:
         fail(f"--distill {args.distill}: the teachers' share of each target, from 0 to 1 (e.g. 0.7)", EXIT_USAGE)
-    if args.distill is not None and not args.teacher:
-        fail("--distill sets the weight of a teacher's probabilities: give one with --teacher MODEL.onnx", EXIT_USAGE)
+    if args.distill_temp is not None and args.distill_temp < 0:
+        fail(f"--distill-temp {args.distill_temp}: a temperature above 0 (0: match the label's confidence)", EXIT_USAGE)
+    for flag, value in (("--distill", args.distill), ("--distill-temp", args.distill_temp)):
+        if value is not None and not args.teacher:
+            fail(f"{flag} tunes what a teacher's probabilities do: give one with --teacher MODEL.onnx", EXIT_USAGE)
     cfg = make_config(
         args.preset,
         data_dir=args.data_dir,
@@ -68,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         robust=0.0 if args.no_robust else args.robust,
         teacher=tuple(args.teacher) if args.teacher else None,
         distill=args.distill,
+        distill_temp=args.distill_temp,
     )
     from .runtime.dataset import DatasetError
     from .runtime.preprocess import ImageError
@@ -234,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--distill", type=float, metavar="WEIGHT", help="the teachers' share of each target, 0-1 (default 0.7)"
+    )
+    t.add_argument(
+        "--distill-temp",
+        type=float,
+        metavar="T",
+        help="soften the teachers' probabilities at temperature T (default 0: the T that makes them as "
+        "confident as the label-smoothed label)",
     )
     t.add_argument("--eval-every", type=int, help="evaluate on the test set every N epochs (0: only at the end)")
     t.add_argument(

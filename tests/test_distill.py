@@ -18,7 +18,6 @@ from conftest import (
     REPO,
     assert_same_run,
     cli,
-    epochs_done,
     has_torch,
     make_contract_model,
     one_line_error,
@@ -68,6 +67,22 @@ def test_targets_mix_the_teacher_with_the_smoothed_label():
     assert torch.allclose(F.cross_entropy(logits, targets(labels, teacher, 0.0, 0.2)), plain)
 
 
+def test_temperature_softens_without_reordering_and_matches_the_label_confidence():
+    from cifar10kit.train.distill import matching_temperature, soften
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 8, (2000, 10))  # confident, like a teacher on its own training images
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    assert np.allclose(soften(probs, 1.0), probs, atol=1e-6)
+    warm = soften(probs, 3.0)
+    assert np.allclose(warm.sum(1), 1, atol=1e-5)
+    assert (warm.argsort(1)[:, -3:] == probs.argsort(1)[:, -3:]).all()  # the same leading classes
+    assert warm.max(1).mean() < probs.max(1).mean()
+    assert np.allclose(soften(probs, 1e4), 0.1, atol=1e-3)  # very hot: uniform
+    t = matching_temperature(probs, 0.82)
+    assert t > 1 and abs(soften(probs, t).max(1).mean() - 0.82) < 2e-3
+
+
 def test_teachers_are_averaged_and_must_share_the_classes(trained_model, tiny_cifar, tmp_path):
     from cifar10kit.runtime.session import Classifier
     from cifar10kit.train.distill import TeacherError, teacher_probs
@@ -108,6 +123,7 @@ def test_student_learns_from_the_teacher_where_labels_teach_nothing(trained_mode
     )
     assert taught.returncode == 0, taught.stderr
     assert "distilling from 1 teacher(s) at weight 1.0" in taught.stdout
+    assert "teacher temperature" in taught.stdout and "mean top-1 probability 0.820" in taught.stdout
 
     acc = {n: json.loads((tmp_path / n / "summary.json").read_text())["test_acc"] for n in ("alone", "taught")}
     assert acc["alone"] < 0.3, acc  # ten classes: chance is 0.1
@@ -158,7 +174,7 @@ def test_resume_after_sigkill_reads_the_cached_teacher(trained_model, tiny_cifar
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen([str(BIN / "cifar10"), *args, "--name", "killed"], stdout=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while epochs_done(run_dir) < 1 and proc.poll() is None and time.time() < deadline:
+    while not (run_dir / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
@@ -173,6 +189,8 @@ def test_resume_after_sigkill_reads_the_cached_teacher(trained_model, tiny_cifar
     "extra, needle",
     [
         (("--distill", "0.5"), "--teacher"),
+        (("--distill-temp", "2"), "--teacher"),
+        (("--teacher", "t.onnx", "--distill-temp", "-1"), "above 0"),
         (("--teacher", "t.onnx", "--distill", "1.5"), "from 0 to 1"),
         (("--teacher", "missing.onnx"), "no such model file"),
         (("--teacher", "."), "cifar10 export RUN_DIR -o teacher.onnx"),

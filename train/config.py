@@ -39,6 +39,7 @@ class Config:
     robust: float = 0.0  # share of each epoch's images given a random corruption (JPEG, noise, ...); 0 = off
     teacher: tuple[str, ...] = ()  # .onnx files whose mean probabilities the run also trains toward
     distill: float = 0.7  # with a teacher: its share of each image's target (the label has the rest)
+    distill_temp: float = 0.0  # the teachers' softmax temperature; 0: as confident as the smoothed label
     tta: str = "translate"  # final evaluation: none | flip | translate
     seed: int = 0
     subset: int = 0  # use only the first N training images (smoke tests)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -106,6 +107,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         saved = ckpt["config"]
         saved["widths"] = tuple(saved["widths"])
         saved["teacher"] = tuple(saved.get("teacher", ()))
+        saved.setdefault("distill_temp", 1.0)  # runs from before the temperature trained on the teachers as they were
         # The run's own config decides what is trained; only where it runs may change.
         cfg = Config(**{**saved, "device": cfg.device, "threads": cfg.threads})
     else:
@@ -125,8 +127,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         fetch_data(cfg)
     distributed.barrier(procs)
     data = load_data(cfg, device)
-    if cfg.teacher:
-        data.train_soft = teach(run_dir, cfg, data, procs, device)
+    teacher = teach(run_dir, cfg, data, procs, device) if cfg.teacher else None
     model = build_model(cfg, len(data.class_names), device)
     sgd, muon = build_optimisers(model, cfg)
     history: list[dict[str, Any]] = []
@@ -143,8 +144,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_seconds = history[-1]["train_seconds"] if history else 0.0
         log(procs, f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
-    if procs.main and data.train_soft is not None and not (run_dir / distill.CACHE_NAME).exists():
-        distill.save_cache(run_dir, data.train_soft.cpu().numpy())
+    if procs.main and teacher is not None and not (run_dir / distill.CACHE_NAME).exists():
+        distill.save_cache(run_dir, teacher)
     distributed.broadcast_state(procs, model)
     net = distributed.wrap(model, procs, device)
     step_fn = torch.compile(net) if cfg.compile else net
@@ -239,16 +240,21 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     return evaluate_and_save(run_dir, model, data, cfg, history) if procs.main else None
 
 
-def teach(run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, device: torch.device) -> torch.Tensor:
-    """The teachers' probabilities for every training image: process 0 computes them (or reads the
-    run's cache) and hands them to the others."""
+def teach(run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, device: torch.device) -> np.ndarray:
+    """The teachers' probabilities for every training image, as they gave them: process 0 computes them
+    (or reads the run's cache) and hands them to the others. `data.train_soft` gets them softened."""
     probs = None
     if procs.main:
         probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names)
     probs = distributed.broadcast_object(procs, probs, device)
     if cfg.robust <= 0:
         data.train_u8 = None  # only the teachers needed the raw pixels
-    return torch.from_numpy(probs).to(device)
+    k = probs.shape[1]
+    t = cfg.distill_temp or distill.matching_temperature(probs, 1 - cfg.label_smoothing + cfg.label_smoothing / k)
+    soft = distill.soften(probs, t)
+    log(procs, f"teacher temperature {t:g}: mean top-1 probability {soft.max(1).mean():.3f} on the training images")
+    data.train_soft = torch.from_numpy(soft).to(device)
+    return probs
 
 
 def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:
