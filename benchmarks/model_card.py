@@ -36,7 +36,11 @@ def augmentation_text(config: dict) -> str:
     text = "augmentation " + ", ".join(parts)
     if teachers := config.get("teacher"):
         names = ", ".join(Path(t).name for t in teachers)
-        text += f"; distilled from {names} (their probabilities {config.get('distill', 0.7):.0%} of each target)"
+        temperature = config.get("distill_temp", 1.0)
+        text += (
+            f"; distilled from {names} (their probabilities at temperature {temperature:g}, "
+            f"{config.get('distill', 0.7):.0%} of each target)"
+        )
     return text
 
 

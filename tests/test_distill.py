@@ -135,6 +135,7 @@ def test_student_learns_from_the_teacher_where_labels_teach_nothing(trained_mode
     assert np.allclose(cached, direct, atol=1e-5)
     config = json.loads((tmp_path / "taught" / "config.json").read_text())
     assert config["teacher"] == [str(trained_model.resolve())] and config["distill"] == 1.0
+    assert f"teacher temperature {config['distill_temp']:g}:" in taught.stdout  # the one it chose, on record
     # The exported file's recipe says it was distilled and from which file, without the local path.
     from cifar10kit.export.exporter import export
 
@@ -210,8 +211,9 @@ def test_model_card_recipe_names_the_teachers():
     card = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(card)
     config = {"translate": 4, "cutout": 12, "teacher": ["/runs/big.onnx", "/runs/wide.onnx"], "distill": 0.7}
+    config["distill_temp"] = 1.992
     assert card.augmentation_text(config) == (
         "augmentation flip + 4-pixel translate, 12-pixel cutout; "
-        "distilled from big.onnx, wide.onnx (their probabilities 70% of each target)"
+        "distilled from big.onnx, wide.onnx (their probabilities at temperature 1.992, 70% of each target)"
     )
     assert "distilled" not in card.augmentation_text({"translate": 2, "teacher": []})

@@ -127,7 +127,10 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         fetch_data(cfg)
     distributed.barrier(procs)
     data = load_data(cfg, device)
-    teacher = teach(run_dir, cfg, data, procs, device) if cfg.teacher else None
+    teacher = None
+    if cfg.teacher:
+        teacher, temperature = teach(run_dir, cfg, data, procs, device)
+        cfg = dataclasses.replace(cfg, distill_temp=temperature)  # the run's record says which it was
     model = build_model(cfg, len(data.class_names), device)
     sgd, muon = build_optimisers(model, cfg)
     history: list[dict[str, Any]] = []
@@ -240,9 +243,12 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     return evaluate_and_save(run_dir, model, data, cfg, history) if procs.main else None
 
 
-def teach(run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, device: torch.device) -> np.ndarray:
-    """The teachers' probabilities for every training image, as they gave them: process 0 computes them
-    (or reads the run's cache) and hands them to the others. `data.train_soft` gets them softened."""
+def teach(
+    run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, device: torch.device
+) -> tuple[np.ndarray, float]:
+    """(the teachers' probabilities for every training image as they gave them, the temperature they
+    are softened at into `data.train_soft`). Process 0 computes them (or reads the run's cache) and
+    hands them to the others."""
     probs = None
     if procs.main:
         probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names)
@@ -254,7 +260,7 @@ def teach(run_dir: Path, cfg: Config, data: Data, procs: distributed.Dist, devic
     soft = distill.soften(probs, t)
     log(procs, f"teacher temperature {t:g}: mean top-1 probability {soft.max(1).mean():.3f} on the training images")
     data.train_soft = torch.from_numpy(soft).to(device)
-    return probs
+    return probs, t
 
 
 def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history: list, sgd, muon) -> None:
