@@ -101,8 +101,34 @@ def test_teachers_are_averaged_and_must_share_the_classes(trained_model, tiny_ci
     other = make_contract_model(tmp_path / "other.onnx", meta={"class_names": json.dumps([f"k{i}" for i in range(10)])})
     with pytest.raises(TeacherError, match="same classes in the same order"):
         teacher_probs([str(other)], images, names)
+
+    # Every teacher is checked before any runs: a bad second one fails at once, not after the first's work.
+    class Untouchable(np.ndarray):
+        def __getitem__(self, index):
+            raise AssertionError("a teacher ran before every teacher was checked")
+
+    with pytest.raises(TeacherError, match="other.onnx predicts"):
+        teacher_probs([str(trained_model), str(other)], images.view(Untouchable), names)
     with pytest.raises(TeacherError, match="no such model file"):
         teacher_probs([str(tmp_path / "missing.onnx")], images, names)
+
+
+def test_an_unreadable_or_stale_cache_is_recomputed(tmp_path, tiny_cifar):
+    from cifar10kit.runtime.session import Classifier
+    from cifar10kit.train.distill import CACHE_NAME, load_or_compute
+
+    images = train_images(tiny_cifar)[:64]
+    probe = make_contract_model(tmp_path / "probe.onnx")
+    expected = Classifier(probe, provider="cpu").predict_probs(images)
+    names = Classifier(probe, provider="cpu").class_names
+    for damage in (b"not an npy file", None):
+        if damage is None:
+            np.save(tmp_path / CACHE_NAME, np.zeros((5, 10), np.float32))  # another run's shape
+        else:
+            (tmp_path / CACHE_NAME).write_bytes(damage)
+        assert np.allclose(load_or_compute(tmp_path, [str(probe)], images, names), expected, atol=1e-6)
+    np.save(tmp_path / CACHE_NAME, expected * 0 + 0.1)  # a sound cache is read, not recomputed
+    assert np.allclose(load_or_compute(tmp_path, [str(tmp_path / "gone.onnx")], images, names), 0.1)
 
 
 def test_student_learns_from_the_teacher_where_labels_teach_nothing(trained_model, tiny_cifar, tmp_path):

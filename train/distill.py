@@ -36,25 +36,9 @@ class TeacherError(ValueError):
 
 def teacher_probs(paths: Sequence[str], images: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     """The mean of the teachers' probabilities for uint8 NHWC `images`, float32 [N, classes]."""
-    from ..runtime.contract import ContractError
-    from ..runtime.session import Classifier
-
+    teachers = [_open_teacher(path, class_names) for path in paths]  # every one checked before minutes of work
     total = np.zeros((len(images), len(class_names)), np.float64)
-    for n, path in enumerate(paths, 1):
-        if Path(path).is_dir():
-            raise TeacherError(
-                f"teacher {path} is a folder: a teacher is an exported model; "
-                f"export a run with `cifar10 export RUN_DIR -o teacher.onnx --tta flip` and give that file"
-            )
-        try:
-            teacher = Classifier(path, provider="auto", notify=lambda m: print(m, flush=True))
-        except ContractError as e:
-            raise TeacherError(f"teacher {e}") from None
-        if tuple(teacher.class_names) != tuple(class_names):
-            raise TeacherError(
-                f"teacher {path} predicts {list(teacher.class_names)}, but the training data's classes are "
-                f"{list(class_names)}: a teacher needs the same classes in the same order"
-            )
+    for n, (path, teacher) in enumerate(zip(paths, teachers), 1):
         step = teacher.batch_size
         bar = tqdm(range(0, len(images), step), desc=f"teacher {n}/{len(paths)} {Path(path).name}", unit="batch")
         for i in bar:
@@ -62,14 +46,39 @@ def teacher_probs(paths: Sequence[str], images: np.ndarray, class_names: Sequenc
     return (total / len(paths)).astype(np.float32)
 
 
+def _open_teacher(path: str, class_names: Sequence[str]):
+    from ..runtime.contract import ContractError
+    from ..runtime.session import Classifier
+
+    if Path(path).is_dir():
+        raise TeacherError(
+            f"teacher {path} is a folder: a teacher is an exported model; "
+            f"export a run with `cifar10 export RUN_DIR -o teacher.onnx --tta flip` and give that file"
+        )
+    try:
+        teacher = Classifier(path, provider="auto", notify=lambda m: print(m, flush=True))
+    except ContractError as e:
+        raise TeacherError(f"teacher {e}") from None
+    if tuple(teacher.class_names) != tuple(class_names):
+        raise TeacherError(
+            f"teacher {path} predicts {list(teacher.class_names)}, but the training data's classes are "
+            f"{list(class_names)}: a teacher needs the same classes in the same order"
+        )
+    return teacher
+
+
 def load_or_compute(run_dir: Path, paths: Sequence[str], images: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     """The run's cached teacher probabilities, or new ones (cached once `run_dir` exists)."""
     cache = run_dir / CACHE_NAME
     if cache.exists():
-        probs = np.load(cache, allow_pickle=False)
-        if probs.shape == (len(images), len(class_names)):
-            return probs
-        print(f"{cache} holds {probs.shape}, not ({len(images)}, {len(class_names)}): recomputing it")
+        try:
+            probs = np.load(cache, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            print(f"{cache} is unreadable ({e}): recomputing it")
+        else:
+            if probs.shape == (len(images), len(class_names)):
+                return probs
+            print(f"{cache} holds {probs.shape}, not ({len(images)}, {len(class_names)}): recomputing it")
     return teacher_probs(paths, images, class_names)
 
 
