@@ -40,7 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.distill is not None and not 0 <= args.distill <= 1:
         fail(f"--distill {args.distill}: the teachers' share of each target, from 0 to 1 (e.g. 0.7)", EXIT_USAGE)
     if args.distill_temp is not None and args.distill_temp < 0:
-        fail(f"--distill-temp {args.distill_temp}: a temperature above 0 (0: match the label's confidence)", EXIT_USAGE)
+        fail(
+            f"--distill-temp {args.distill_temp}: a temperature above 0 (or 0: as confident as the label)",
+            EXIT_USAGE,
+        )
     for flag, value in (("--distill", args.distill), ("--distill-temp", args.distill_temp)):
         if value is not None and not args.teacher:
             fail(f"{flag} tunes what a teacher's probabilities do: give one with --teacher MODEL.onnx", EXIT_USAGE)
