@@ -38,11 +38,11 @@ def teacher_probs(paths: Sequence[str], images: np.ndarray, class_names: Sequenc
     """The mean of the teachers' probabilities for uint8 NHWC `images`, float32 [N, classes]."""
     teachers = [_open_teacher(path, class_names) for path in paths]  # every one checked before minutes of work
     total = np.zeros((len(images), len(class_names)), np.float64)
+    chunk = 1024  # the progress bar's step; predict_probs batches within it
     for n, (path, teacher) in enumerate(zip(paths, teachers), 1):
-        step = teacher.batch_size
-        bar = tqdm(range(0, len(images), step), desc=f"teacher {n}/{len(paths)} {Path(path).name}", unit="batch")
+        bar = tqdm(range(0, len(images), chunk), desc=f"teacher {n}/{len(paths)} {Path(path).name}", unit="chunk")
         for i in bar:
-            total[i : i + step] += teacher.run(images[i : i + step]).probs
+            total[i : i + chunk] += teacher.predict_probs(images[i : i + chunk])
     return (total / len(paths)).astype(np.float32)
 
 
@@ -93,11 +93,15 @@ def save_cache(run_dir: Path, probs: np.ndarray) -> None:
 # Softening them (p ** (1/T), renormalised; Hinton's temperature) brings out which wrong classes are close.
 
 
+def _log_gaps(probs: np.ndarray) -> np.ndarray:
+    """log p - log p_max per row (<= 0): softening divides these by the temperature."""
+    logp = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
+    return logp - logp.max(1, keepdims=True)
+
+
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities at `temperature` (1: unchanged; higher: flatter, the same ranking)."""
-    z = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)) / temperature
-    z -= z.max(1, keepdims=True)
-    q = np.exp(z)
+    q = np.exp(_log_gaps(probs) / temperature)
     return (q / q.sum(1, keepdims=True)).astype(np.float32)
 
 
@@ -105,10 +109,15 @@ def matching_temperature(probs: np.ndarray, top: float) -> float:
     """The temperature at which the teachers' mean top-1 probability is `top`: by default that of the
     label-smoothed target (0.82 for smoothing 0.2), so distilling changes which wrong classes get the
     remaining mass, not how confident the targets are."""
+    gaps = _log_gaps(probs)  # once: the bisection only rescales them
+
+    def mean_top(t: float) -> float:
+        return float((1 / np.exp(gaps / t).sum(1)).mean())  # the top class's gap is 0, so exp(0) / sum
+
     lo, hi = 0.05, 50.0  # the mean top-1 probability falls as the temperature rises
     for _ in range(60):
         mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if soften(probs, mid).max(1).mean() > top else (lo, mid)
+        lo, hi = (mid, hi) if mean_top(mid) > top else (lo, mid)
     return round((lo * hi) ** 0.5, 3)
 
 
