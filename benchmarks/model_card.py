@@ -33,6 +33,8 @@ def augmentation_text(config: dict) -> str:
         parts.append(f"{config['cutout']}-pixel cutout")
     if config.get("robust"):
         parts.append(f"corruptions on {config['robust']:.0%} of images")
+        if mix := config.get("robust_mix"):
+            parts[-1] += " (odds " + ", ".join(f"{name}={odds:g}" for name, odds in mix.items()) + ")"
     text = "augmentation " + ", ".join(parts)
     if teachers := config.get("teacher"):
         names = ", ".join(Path(t).name for t in teachers)

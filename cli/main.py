@@ -44,6 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--distill-temp {args.distill_temp}: a temperature above 0 (or 0: as confident as the label)",
             EXIT_USAGE,
         )
+    robust_mix = _robust_mix(args.robust_mix) if args.robust_mix else None
     for flag, value in (("--distill", args.distill), ("--distill-temp", args.distill_temp)):
         if value is not None and not args.teacher:
             fail(f"{flag} tunes what a teacher's probabilities do: give one with --teacher MODEL.onnx", EXIT_USAGE)
@@ -72,10 +73,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         translate=args.translate,
         cutout=args.cutout,
         robust=0.0 if args.no_robust else args.robust,
+        robust_mix=robust_mix,
         teacher=tuple(args.teacher) if args.teacher else None,
         distill=args.distill,
         distill_temp=args.distill_temp,
     )
+    if cfg.robust_mix and cfg.robust <= 0:
+        fail("--robust-mix changes which corruptions --robust applies: give --robust SHARE too", EXIT_USAGE)
     from .runtime.dataset import DatasetError
     from .runtime.preprocess import ImageError
     from .train.checkpoint import CheckpointError
@@ -93,6 +97,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run_dir is not None:  # None: one of the other processes of a distributed run
         print(f"run folder: {run_dir}\nexport it with: cifar10 export {run_dir} -o model.onnx")
     return EXIT_OK
+
+
+def _robust_mix(text: str) -> dict[str, float]:
+    """`jpeg=1,pixelate=0.2` -> {"jpeg": 1.0, "pixelate": 0.2}, checked against the corruption families."""
+    from .train.augment import robust_odds
+
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            fail(
+                f"--robust-mix {text}: give FAMILY=ODDS pairs separated by commas, e.g. jpeg=1,pixelate=0.2", EXIT_USAGE
+            )
+    try:
+        robust_odds(mix)
+    except ValueError as e:
+        fail(f"--robust-mix {text}: {e}", EXIT_USAGE)
+    return mix
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
@@ -230,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of training images given a random corruption each epoch (JPEG, noise, blur, "
         "exposure, colour, pixelation); default 0.4 for accurate and best, 0 for fast",
+    )
+    t.add_argument(
+        "--robust-mix",
+        metavar="FAMILY=ODDS,...",
+        help="change the relative odds of the corruption families among corrupted images, e.g. jpeg=1 for "
+        "more JPEG or pixelate=0 for none (defaults jpeg=0.35, gaussian_noise=0.15, gaussian_blur=0.1, "
+        "brightness=0.1, contrast=0.1, saturation=0.1, pixelate=0.1)",
     )
     t.add_argument("--no-robust", action="store_true", help="turn robustness augmentation off")
     t.add_argument(

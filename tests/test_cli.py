@@ -131,9 +131,15 @@ def test_train_and_export_errors_are_one_line(tmp_path):
         ("--cutout", "-4", "0 or more"),
         ("--translate", "-1", "0 or more"),
         ("--robust", "1.5", "0 to 1"),
+        ("--robust-mix", "jpeg", "FAMILY=ODDS"),
+        ("--robust-mix", "jpeg=lots", "FAMILY=ODDS"),
+        ("--robust-mix", "blur=1", "unknown corruption family blur; choose from jpeg"),
+        ("--robust-mix", "jpeg=-1", "0 or more"),
     ):
         line = _one_line_error(cli_slow("train", "--preset", "smoke", flag, value, *out), 2)
         assert f"{flag} {value}" in line and says in line
+    line = _one_line_error(cli_slow("train", "--preset", "accurate", "--no-robust", "--robust-mix", "jpeg=1", *out), 2)
+    assert "--robust-mix" in line and "--robust SHARE" in line
     line = _one_line_error(cli_slow("train", "--preset", "smoke", "--name", "broken", *out), 1)
     assert "broken" in line and "--resume" in line and (run / "last.pt").read_bytes().startswith(b"PK")  # untouched
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["broken"]  # the failed runs left no empty folders

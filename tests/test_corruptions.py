@@ -126,6 +126,45 @@ def test_robust_share_is_a_pure_function_of_seed_and_epoch():
 
 
 @needs_torch
+def test_robust_mix_changes_the_odds_and_nothing_else():
+    from cifar10kit.train.augment import ROBUST_MIX, robust_corrupt, robust_odds
+
+    images, _ = synthetic_images(1000, 5)
+    default = robust_corrupt(images, 0.5, 0, 2)
+    # Naming no family, or every family at its default odds, is the default draw to the bit: old runs resume.
+    np.testing.assert_array_equal(robust_corrupt(images, 0.5, 0, 2, {}), default)
+    np.testing.assert_array_equal(robust_corrupt(images, 0.5, 0, 2, dict(ROBUST_MIX)), default)
+
+    only_brightness = {name: 0.0 for name in ROBUST_MIX} | {"brightness": 1.0}
+    out = robust_corrupt(images, 0.5, 0, 2, only_brightness)
+    changed = np.flatnonzero((out != images).any(axis=(1, 2, 3)))
+    assert 400 < len(changed) <= 500
+    for i in changed:  # each is its original times one factor, clipped: brightness, and only brightness
+        src, got = images[i].astype(np.float64), out[i].astype(np.float64)
+        lit = (src > 20) & (got < 250)
+        factor = (got[lit] * src[lit]).sum() / (src[lit] ** 2).sum()
+        np.testing.assert_allclose(got[lit], src[lit] * factor, atol=1.5)
+
+    from cifar10kit.main import build_parser
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    (flag,) = [a for a in train_parser._actions if "--robust-mix" in a.option_strings]
+    assert ", ".join(f"{k}={v:g}" for k, v in ROBUST_MIX.items()) in " ".join(flag.help.split())  # help is true
+
+    assert (
+        robust_odds({"jpeg": 1.0})["jpeg"] == 1.0 and robust_odds({"jpeg": 1.0})["pixelate"] == ROBUST_MIX["pixelate"]
+    )
+    for bad, says in (
+        ({"blur": 1.0}, "unknown corruption family blur"),
+        ({"jpeg": -1.0}, "0 or more"),
+        ({"jpeg": float("nan")}, "0 or more"),
+        ({name: 0.0 for name in ROBUST_MIX}, "at least one above 0"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            robust_odds(bad)
+
+
+@needs_torch
 def test_prefetched_epochs_equal_direct_ones(tiny_cifar):
     import torch
 

@@ -82,6 +82,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
         "cpu",
         "--robust",
         "0.5",
+        "--robust-mix",
+        "jpeg=1,pixelate=0",
         "--cutout",
         "8",
         "--translate",
@@ -89,9 +91,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_cifar, tmp_path):
     )
     reference = cli(*args, "--name", "reference")
     assert reference.returncode == 0, reference.stderr
-    assert "robustness augmentation on 50% of images, cutout 8x8" in reference.stdout
+    assert "robustness augmentation on 50% of images (odds jpeg=1, pixelate=0), cutout 8x8" in reference.stdout
     saved = json.loads((tmp_path / "reference" / "config.json").read_text())
-    assert (saved["cutout"], saved["translate"]) == (8, 3)  # the flags reach the run, and resume reads them back
+    assert (saved["cutout"], saved["translate"]) == (8, 3)
+    assert saved["robust_mix"] == {"jpeg": 1.0, "pixelate": 0.0}  # the flags reach the run, and resume reads them back
     # Kill somewhere inside an epoch on any machine: the delay scales with this machine's shortest epoch.
     rows = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
     epoch_s = min(row["epoch_seconds"] for row in rows)

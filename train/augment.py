@@ -112,8 +112,25 @@ ROBUST_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def robust_corrupt(images: np.ndarray, share: float, seed: int, epoch: int) -> np.ndarray:
-    """uint8 NHWC images with `share` of them corrupted; a pure function of (seed, epoch).
+def robust_odds(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """ROBUST_MIX with some families' odds replaced (0 leaves a family out); checked, not normalised."""
+    odds = {**ROBUST_MIX, **(overrides or {})}
+    unknown = sorted(set(odds) - set(ROBUST_MIX))
+    if unknown:
+        raise ValueError(
+            f"unknown corruption famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"choose from {', '.join(ROBUST_MIX)}"
+        )
+    if any(not np.isfinite(v) or v < 0 for v in odds.values()) or sum(odds.values()) <= 0:
+        raise ValueError("corruption odds must be 0 or more, and at least one above 0")
+    return odds
+
+
+def robust_corrupt(
+    images: np.ndarray, share: float, seed: int, epoch: int, mix: dict[str, float] | None = None
+) -> np.ndarray:
+    """uint8 NHWC images with `share` of them corrupted; a pure function of (seed, epoch, mix).
+    `mix` replaces some families' odds in ROBUST_MIX (e.g. {"jpeg": 1.0} for more JPEG).
 
     Cheap next to an epoch of training (a few seconds of Pillow per 50,000 images), and the
     trainer computes the next epoch's copy on a worker thread while this one trains."""
@@ -121,8 +138,9 @@ def robust_corrupt(images: np.ndarray, share: float, seed: int, epoch: int) -> n
         return images
     rng = np.random.default_rng([seed, epoch, 0xC0])
     n = len(images)
-    names = list(ROBUST_MIX)
-    odds = np.array([ROBUST_MIX[k] for k in names])
+    mixed = robust_odds(mix)
+    names = list(ROBUST_MIX)  # a fixed order: family f's noise stream stays the same whatever the odds
+    odds = np.array([mixed[k] for k in names])
     picked = rng.random(n) < share
     family = rng.choice(len(names), size=n, p=odds / odds.sum())
     u = rng.random(n)

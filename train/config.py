@@ -6,7 +6,7 @@ overrides any field, presets override some.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ class Config:
     crop_epochs: int = 0  # the first N epochs train on random crop_size crops: same objects, fewer FLOPs
     crop_size: int = 24
     robust: float = 0.0  # share of each epoch's images given a random corruption (JPEG, noise, ...); 0 = off
+    robust_mix: dict[str, float] = field(default_factory=dict)  # odds replacing augment.ROBUST_MIX's
     teacher: tuple[str, ...] = ()  # .onnx files whose mean probabilities the run also trains toward
     distill: float = 0.7  # with a teacher: its share of each image's target (the label has the rest)
     distill_temp: float = 0.0  # the teachers' softmax temperature; 0: as confident as the smoothed label

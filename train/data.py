@@ -95,7 +95,7 @@ class RobustImages:
 
     def _submit(self, epoch: int) -> None:
         if epoch < self.cfg.epochs and epoch not in self.pending:
-            args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch)
+            args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
             self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
 
     def __call__(self, epoch: int) -> torch.Tensor:

@@ -162,6 +162,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
+        + (f" (odds {_mix_text(cfg.robust_mix)})" if cfg.robust > 0 and cfg.robust_mix else "")
         + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else "")
         + (f", distilling from {len(cfg.teacher)} teacher(s) at weight {cfg.distill}" if cfg.teacher else ""),
     )
@@ -285,6 +286,10 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
         f"total {row['train_seconds']:7.1f}s",
         flush=True,
     )
+
+
+def _mix_text(mix: dict[str, float]) -> str:
+    return ", ".join(f"{name}={odds:g}" for name, odds in mix.items())
 
 
 def log(procs: distributed.Dist, message: str) -> None:
