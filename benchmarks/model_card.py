@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cifar10kit.runtime.bench import machine, time_model  # noqa: E402
+from cifar10kit.runtime.corruptions import odds_text  # noqa: E402
 from cifar10kit.runtime.dataset import load_cifar10  # noqa: E402
 from cifar10kit.runtime.evaluate import expected_calibration_error, report  # noqa: E402
 from cifar10kit.runtime.plots import plot_confusion, plot_robustness  # noqa: E402
@@ -34,7 +35,7 @@ def augmentation_text(config: dict) -> str:
     if config.get("robust"):
         parts.append(f"corruptions on {config['robust']:.0%} of images")
         if mix := config.get("robust_mix"):
-            parts[-1] += " (odds " + ", ".join(f"{name}={odds:g}" for name, odds in mix.items()) + ")"
+            parts[-1] += f" (odds {odds_text(mix)})"
     text = "augmentation " + ", ".join(parts)
     if teachers := config.get("teacher"):
         names = ", ".join(Path(t).name for t in teachers)

@@ -128,3 +128,9 @@ def corrupt(images: np.ndarray, family: str, severity: int, seed: int = 0) -> np
         raise ValueError(f"severity must be 1-{len(SEVERITIES[family])}, got {severity}")
     strength = np.full(len(images), SEVERITIES[family][severity - 1], np.float32)
     return FAMILIES[family](images, strength, np.random.default_rng([seed, severity]))
+
+
+def odds_text(odds: dict[str, float]) -> str:
+    """{"jpeg": 1.0, "pixelate": 0.0} -> "jpeg=1, pixelate=0": a mix of families as logs and model cards state it
+    (the form `cifar10 train --robust-mix` reads, with spaces)."""
+    return ", ".join(f"{name}={value:g}" for name, value in odds.items())

@@ -17,6 +17,7 @@ from cifar10kit.runtime.corruptions import (
     gaussian_blur,
     gaussian_noise,
     jpeg,
+    odds_text,
     pixelate,
     saturation,
 )
@@ -149,7 +150,12 @@ def test_robust_mix_changes_the_odds_and_nothing_else():
 
     train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
     (flag,) = [a for a in train_parser._actions if "--robust-mix" in a.option_strings]
-    assert ", ".join(f"{k}={v:g}" for k, v in ROBUST_MIX.items()) in " ".join(flag.help.split())  # help is true
+    assert odds_text(ROBUST_MIX) in " ".join(flag.help.split())  # the help states the true defaults
+    from cifar10kit.main import _robust_mix
+
+    mix = {"jpeg": 1.0, "pixelate": 0.25, "brightness": 0.0}
+    assert odds_text(mix) == "jpeg=1, pixelate=0.25, brightness=0"  # as logs and cards state it...
+    assert _robust_mix(odds_text(mix)) == mix  # ...and the flag reads it back
 
     assert (
         robust_odds({"jpeg": 1.0})["jpeg"] == 1.0 and robust_odds({"jpeg": 1.0})["pixelate"] == ROBUST_MIX["pixelate"]

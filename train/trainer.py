@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..runtime.atomic import atomic_write
+from ..runtime.corruptions import odds_text
 from ..runtime.evaluate import confusion_matrix
 from . import distill, distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
@@ -162,7 +163,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
         f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
-        + (f" (odds {_mix_text(cfg.robust_mix)})" if cfg.robust > 0 and cfg.robust_mix else "")
+        + (f" (odds {odds_text(cfg.robust_mix)})" if cfg.robust > 0 and cfg.robust_mix else "")
         + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else "")
         + (f", distilling from {len(cfg.teacher)} teacher(s) at weight {cfg.distill}" if cfg.teacher else ""),
     )
@@ -286,10 +287,6 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
         f"total {row['train_seconds']:7.1f}s",
         flush=True,
     )
-
-
-def _mix_text(mix: dict[str, float]) -> str:
-    return ", ".join(f"{name}={odds:g}" for name, odds in mix.items())
 
 
 def log(procs: distributed.Dist, message: str) -> None:
