@@ -293,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export a checkpoint to a verified .onnx file (needs [train])")
-    e.add_argument("checkpoint", help="a run folder or a .pt checkpoint")
+    e.add_argument(
+        "checkpoint",
+        nargs="+",
+        help="a run folder or a .pt checkpoint; several make one ensemble file (their logits averaged, "
+        "costing the sum of their time)",
+    )
     e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     e.add_argument("--data-dir", help="CIFAR-10 for verification (default $CIFAR10_DATA)")
     e.add_argument(

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class ExportError(RuntimeError):
 
 
 def export(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     data_dir: str | None = None,
     tta: str | None = None,
@@ -50,6 +50,8 @@ def export(
 ) -> dict[str, Any]:
     """Export, verify and write `output`; returns the metadata and the figures of every check.
 
+    checkpoint: one run folder or .pt file, or several: one ensemble file that averages their logits
+    (they must have been trained on the same classes and pixel statistics).
     verify_n: images of the CIFAR-10 test set to check (0 = all 10,000). For checkpoints trained
     on other data, or with no CIFAR-10 at hand, random pixels still check agreement.
     precision: 'fp32', or a smaller variant made from the verified fp32 graph: 'fp16' (weights and
@@ -66,11 +68,17 @@ def export(
         if problems:
             raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
 
-    # 1. The checkpoint, wrapped to take raw pixels; PyTorch's answers on the verification images.
-    ckpt_path = resolve_checkpoint(checkpoint)
-    net, ckpt = load_model(ckpt_path)
+    # 1. The checkpoint(s), wrapped to take raw pixels; PyTorch's answers on the verification images.
+    paths = [
+        resolve_checkpoint(c) for c in ([checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else checkpoint)
+    ]
+    if not paths:
+        raise ValueError("no checkpoint to export")
+    nets, ckpts = zip(*(load_model(p) for p in paths))
+    refuse(members_differ(paths, ckpts))
+    ckpt = ckpts[0]
     tta = tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")  # 2 views: speed/accuracy balance
-    module = Deployable(net, ckpt["mean"], ckpt["std"], tta).eval()
+    module = Deployable(nets, ckpt["mean"], ckpt["std"], tta).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     pixels, labels, test_set = verify.verification_set(ckpt, data_dir, verify_n, log)
     logits = verify.torch_logits(module, pixels)
@@ -84,10 +92,10 @@ def export(
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         # 3. The fp32 graph, checked by onnx and against PyTorch.
-        log(f"exporting {net.arch} ({ckpt_path}) with TTA {tta}, opset {contract.OPSET}")
+        log(f"exporting {module.arch} ({', '.join(map(str, paths))}) with TTA {tta}, opset {contract.OPSET}")
         model = export_onnx(module, Path(tmp) / "raw.onnx")
-        meta = describe(ckpt, ckpt_path, module, test_set)
-        model.doc_string = f"cifar10kit {net.arch}: uint8 NHWC RGB pixels in, class probabilities out"
+        meta = describe(ckpts, paths, module, test_set)
+        model.doc_string = f"cifar10kit {module.arch}: uint8 NHWC RGB pixels in, class probabilities out"
         set_metadata(model, meta)
         onnx.checker.check_model(model, full_check=True)
         staged = Path(tmp) / "model.onnx"
@@ -131,30 +139,54 @@ def export(
 RUN_LOCAL_KEYS = ("data_dir", "folder", "out", "name", "device", "threads", "download")
 
 
-def describe(ckpt: dict[str, Any], ckpt_path: Path, module: Deployable, test_set: str) -> dict[str, str]:
-    """The contract's metadata for the fp32 file; accuracy and threshold are filled in once measured."""
+def members_differ(paths: Sequence[Path], ckpts: Sequence[dict[str, Any]]) -> list[str]:
+    """Why these checkpoints cannot share one graph (one input, one set of classes), if they cannot."""
+    problems = []
+    for path, ckpt in zip(paths[1:], ckpts[1:]):
+        for key, what in (("class_names", "classes"), ("mean", "pixel means"), ("std", "pixel spreads")):
+            if list(ckpt[key]) != list(ckpts[0][key]):
+                problems.append(
+                    f"{path} was trained with other {what} than {paths[0]}; an ensemble's members share them"
+                )
+    return problems
+
+
+def describe(
+    ckpts: Sequence[dict[str, Any]], paths: Sequence[Path], module: Deployable, test_set: str
+) -> dict[str, str]:
+    """The contract's metadata for the fp32 file; accuracy and threshold are filled in once measured.
+    An ensemble's file lists every member's checkpoint hash (comma-separated) and recipe."""
     from .. import __version__
 
-    # Where a run happened (folders, device, threads) is not part of its recipe, and would leak local paths.
-    config = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUN_LOCAL_KEYS}
-    if config.get("teacher"):  # which files taught it, not where they were
-        config["teacher"] = [Path(t).name for t in config["teacher"]]
+    recipes = [recipe(ckpt) for ckpt in ckpts]
+    seeds = {str(r.get("seed", "")) for r in recipes}
     return {
         contract.KEY_CONTRACT: contract.CONTRACT_VERSION,
-        contract.KEY_CLASS_NAMES: json.dumps(list(ckpt["class_names"])),
+        contract.KEY_CLASS_NAMES: json.dumps(list(ckpts[0]["class_names"])),
         contract.KEY_INPUT_LAYOUT: contract.INPUT_LAYOUT,
-        contract.KEY_ARCHITECTURE: module.net.arch,
-        contract.KEY_DATASET: ckpt.get("dataset", "CIFAR-10"),
+        contract.KEY_ARCHITECTURE: module.arch,
+        contract.KEY_DATASET: ckpts[0].get("dataset", "CIFAR-10"),
         contract.KEY_TEST_ACCURACY: "",
         contract.KEY_TEST_SET: test_set,
         contract.KEY_VERSION: __version__,
         contract.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        contract.KEY_CHECKPOINT_SHA256: file_digest(ckpt_path, "sha256"),
-        contract.KEY_RECIPE: json.dumps({"preset": config.get("preset"), **config}),
-        contract.KEY_SEED: str(config.get("seed", "")),
+        contract.KEY_CHECKPOINT_SHA256: ",".join(file_digest(p, "sha256") for p in paths),
+        contract.KEY_RECIPE: json.dumps(
+            recipes[0] if len(recipes) == 1 else {f"member {i}": r for i, r in enumerate(recipes, 1)}
+        ),
+        contract.KEY_SEED: seeds.pop() if len(seeds) == 1 else "",  # a seed only where all members share it
         contract.KEY_TTA: module.tta,
         contract.KEY_PRECISION: "fp32",
         contract.KEY_GFLOP_PER_IMAGE: f"{gflop_per_image(module):.4f}",
         contract.KEY_TEMPERATURE: f"{float(module.temperature):.4f}",
         contract.KEY_EXPORTER: f"cifar10kit {__version__}; torch {torch.__version__}; onnx {onnx.__version__}",
     }
+
+
+def recipe(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The run's training config as the file states it: its preset first, nothing local."""
+    # Where a run happened (folders, device, threads) is not part of its recipe, and would leak local paths.
+    config = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUN_LOCAL_KEYS}
+    if config.get("teacher"):  # which files taught it, not where they were
+        config["teacher"] = [Path(t).name for t in config["teacher"]]
+    return {"preset": config.get("preset"), **config}

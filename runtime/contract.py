@@ -59,8 +59,8 @@ REQUIRED_KEYS = (
 )
 
 KEY_TEST_SET = "test_set"  # what test_accuracy was measured on ("CIFAR-10 test batch, 10000 images")
-KEY_CHECKPOINT_SHA256 = "checkpoint_sha256"
-KEY_RECIPE = "recipe"  # JSON: preset name and the training config
+KEY_CHECKPOINT_SHA256 = "checkpoint_sha256"  # an ensemble's file: each member's, comma-separated
+KEY_RECIPE = "recipe"  # JSON: preset name and the training config; an ensemble's: {"member 1": {...}, ...}
 KEY_SEED = "seed"
 KEY_TTA = "tta"  # "none" or "flip": test-time augmentation baked into the graph
 KEY_THRESHOLD = "uncertainty_threshold"  # top-1 probability below which a prediction is "uncertain"

@@ -207,3 +207,61 @@ def test_calibration_maths_imports_without_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_an_ensemble_file_averages_its_members(trained_run, tmp_path, tiny_cifar):
+    """Several checkpoints make one file: the mean of their logits, one temperature, every member named."""
+    import torch
+
+    from cifar10kit.export.exporter import ExportError, export
+    from cifar10kit.export.graph import Deployable
+    from cifar10kit.runtime.dataset import load_cifar10
+    from cifar10kit.train.checkpoint import load_model, read_checkpoint
+
+    ckpt = read_checkpoint(trained_run / "model.pt")
+    gen = torch.Generator().manual_seed(0)
+    other = dict(
+        ckpt,
+        model={
+            k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in ckpt["model"].items()
+        },
+    )
+    torch.save(other, tmp_path / "other.pt")  # a second member that answers differently
+
+    path = tmp_path / "ensemble.onnx"
+    result = export([trained_run, tmp_path / "other.pt"], path, data_dir=str(tiny_cifar), tta="flip", log=print)
+    meta = result["metadata"]
+    single = load_model(trained_run)[0]
+    assert meta[C.KEY_ARCHITECTURE] == f"ensemble of 2: {single.arch} + {single.arch}"
+    hashes = meta[C.KEY_CHECKPOINT_SHA256].split(",")
+    assert len(hashes) == 2 and hashes[0] != hashes[1] and all(len(h) == 64 for h in hashes)
+    recipe = json.loads(meta[C.KEY_RECIPE])
+    assert list(recipe) == ["member 1", "member 2"] and recipe["member 1"]["preset"] == "smoke"
+    assert meta[C.KEY_SEED] == str(recipe["member 1"]["seed"])  # both members share the seed, so the file states it
+
+    x, _, _ = load_cifar10(tiny_cifar, "test")
+    with torch.no_grad():
+        members = [
+            Deployable(load_model(p)[0], ckpt["mean"], ckpt["std"], "flip").eval()
+            for p in (trained_run, tmp_path / "other.pt")
+        ]
+        (la, ca), (lb, cb) = (m.scores(torch.from_numpy(x)) for m in members)
+        expected = torch.softmax((la + lb) / 2 / float(meta[C.KEY_TEMPERATURE]), dim=1).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probs, cam = sess.run(None, {C.INPUT_NAME: x})
+    np.testing.assert_allclose(probs, expected, atol=2e-4)
+    np.testing.assert_allclose(cam, ((ca + cb) / 2).numpy(), atol=1e-3)
+    assert not np.allclose(probs, torch.softmax(la, dim=1).numpy(), atol=1e-2)  # not just the first member
+    one = float(
+        export(trained_run, tmp_path / "one.onnx", data_dir=str(tiny_cifar), tta="flip", log=lambda *_: None)[
+            "metadata"
+        ][C.KEY_GFLOP_PER_IMAGE]
+    )
+    assert float(meta[C.KEY_GFLOP_PER_IMAGE]) == pytest.approx(2 * one, rel=0.01)  # bench divides by the real cost
+
+    # Members that disagree on what the classes are cannot share a file: refused, naming the member.
+    torch.save(dict(other, class_names=list(reversed(ckpt["class_names"]))), tmp_path / "renamed.pt")
+    with pytest.raises(ExportError, match="renamed.pt was trained with other classes"):
+        export([trained_run, tmp_path / "renamed.pt"], tmp_path / "no.onnx", data_dir=str(tiny_cifar), log=print)
+    assert not (tmp_path / "no.onnx").exists()
