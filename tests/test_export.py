@@ -265,3 +265,27 @@ def test_an_ensemble_file_averages_its_members(trained_run, tmp_path, tiny_cifar
     with pytest.raises(ExportError, match="renamed.pt was trained with other classes"):
         export([trained_run, tmp_path / "renamed.pt"], tmp_path / "no.onnx", data_dir=str(tiny_cifar), log=print)
     assert not (tmp_path / "no.onnx").exists()
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_a_refused_int8_ensemble_says_what_to_do_instead(trained_run, tmp_path, tiny_cifar, monkeypatch, members):
+    from cifar10kit.export import conformance, exporter
+
+    real = conformance.check
+
+    def disagreeing(path, pixels, probs, labels):  # a second runtime that gets every answer wrong
+        return real(path, pixels, np.roll(probs, 1, axis=1), labels)
+
+    monkeypatch.setattr(conformance, "check", disagreeing)
+    with pytest.raises(exporter.ExportError, match="agree") as refused:
+        exporter.export(
+            [trained_run] * members,
+            tmp_path / "refused.onnx",
+            data_dir=str(tiny_cifar),
+            precision="int8",
+            max_drop=0.2,
+            calibration_n=128,
+            log=lambda *_: None,
+        )
+    assert ("export the ensemble without --int8" in str(refused.value)) == (members == 2)
+    assert not (tmp_path / "refused.onnx").exists()
