@@ -61,7 +61,7 @@ class Deployable(nn.Module):
         # and a quantised graph holds each weight once instead of once per view).
         batch = torch.cat(views) if len(views) > 1 else x
         answers = [self._net_scores(net, batch, x.shape[0], weights) for net in self.nets]
-        if len(answers) == 1:  # a single net's graph stays exactly as it was before ensembles
+        if len(answers) == 1:  # a single net: no averaging ops in its graph
             return answers[0]
         logits, cams = zip(*answers)
         return torch.stack(logits).mean(0), torch.stack(cams).mean(0)
