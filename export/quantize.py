@@ -160,3 +160,42 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray) -> None:
             )
     finally:
         root.setLevel(level)
+    onnx.save(_one_consumer_per_dequantized_weight(onnx.load(str(dst))), str(dst))
+
+
+def _one_consumer_per_dequantized_weight(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every consumer of a shared, dequantised initializer its own DequantizeLinear node.
+
+    An ensemble's members have the same whitening filters (they are computed from the training images,
+    not learned), so the graph holds them once and one DequantizeLinear feeds both members' first
+    convolutions. OpenVINO 2026.4 computes such a graph wrongly (top-1 agreement with onnxruntime near
+    chance) and the untied graph right; onnxruntime makes the same copies for itself before fusing.
+    """
+    g = model.graph
+    weights = {t.name: t for t in g.initializer}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    copies = []
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]:
+        for k, user in enumerate(users.get(dq.output[0], [])[1:], 1):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(dq)
+            copy.name = f"{dq.name}_{k}"
+            for j, name in enumerate(dq.input):  # a copy of the tensors too: OpenVINO merges nodes that share them
+                if name in weights:
+                    tensor = onnx.TensorProto()
+                    tensor.CopyFrom(weights[name])
+                    tensor.name = copy.input[j] = f"{name}_{k}"
+                    g.initializer.append(tensor)
+            copy.output[0] = f"{dq.output[0]}_{k}"
+            for j, name in enumerate(user.input):
+                if name == dq.output[0]:
+                    user.input[j] = copy.output[0]
+            copies.append(copy)
+    if copies:
+        nodes = copies + list(g.node)  # their inputs are all initializers: first is in order
+        del g.node[:]
+        g.node.extend(nodes)
+    return model

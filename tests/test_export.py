@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -263,25 +264,43 @@ def test_an_ensemble_file_averages_its_members(trained_run, tmp_path, tiny_cifar
     assert not (tmp_path / "no.onnx").exists()
 
 
-@pytest.mark.parametrize("members", [1, 2])
-def test_a_refused_int8_ensemble_says_what_to_do_instead(trained_run, tmp_path, tiny_cifar, monkeypatch, members):
-    from cifar10kit.export import conformance, exporter
+def test_an_int8_ensemble_runs_the_same_in_a_second_runtime(trained_run, tmp_path, tiny_cifar):
+    """Members trained on the same images have the same frozen whitening filters, which the graph holds
+    once; OpenVINO 2026.4 miscomputed int8 graphs where one dequantised copy fed both members."""
+    pytest.importorskip("openvino")
+    import onnx
+    import torch
 
-    real = conformance.check
+    from cifar10kit.export.exporter import export
+    from cifar10kit.train.checkpoint import read_checkpoint
 
-    def disagreeing(path, pixels, probs, labels):  # a second runtime that gets every answer wrong
-        return real(path, pixels, np.roll(probs, 1, axis=1), labels)
+    ckpt = read_checkpoint(trained_run / "model.pt")
+    gen = torch.Generator().manual_seed(1)
+    other = dict(
+        ckpt,
+        model={
+            k: v + 0.05 * torch.randn(v.shape, generator=gen)
+            if v.is_floating_point() and "whiten.weight" not in k
+            else v
+            for k, v in ckpt["model"].items()
+        },
+    )
+    torch.save(other, tmp_path / "other.pt")
+    path = tmp_path / "pair-int8.onnx"
+    result = export(
+        [trained_run, tmp_path / "other.pt"],
+        path,
+        data_dir=str(tiny_cifar),
+        precision="int8",
+        max_drop=0.2,
+        calibration_n=128,
+        log=lambda *_: None,
+    )
+    second = result["conformance"]
+    assert second["runtime"].startswith("OpenVINO") and second["agreement"] >= 0.99, second
 
-    monkeypatch.setattr(conformance, "check", disagreeing)
-    with pytest.raises(exporter.ExportError, match="agree") as refused:
-        exporter.export(
-            [trained_run] * members,
-            tmp_path / "refused.onnx",
-            data_dir=str(tiny_cifar),
-            precision="int8",
-            max_drop=0.2,
-            calibration_n=128,
-            log=lambda *_: None,
-        )
-    assert ("export the ensemble without --int8" in str(refused.value)) == (members == 2)
-    assert not (tmp_path / "refused.onnx").exists()
+    graph = onnx.load(str(path)).graph
+    users = collections.Counter(name for node in graph.node for name in node.input)
+    weights = {t.name for t in graph.initializer}
+    dequantized = [n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
+    assert dequantized and all(users[name] == 1 for name in dequantized)
