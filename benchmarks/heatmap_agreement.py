@@ -46,12 +46,12 @@ BOXES = Path(__file__).parent / "data" / "object_boxes.json"
 # (name, kind, settings): occlusion patch/stride (pixels), occluder, score and smoothing; the CAM; two references.
 METHODS = [
     ("cam 3×3 (upsampled)", "cam", {}),
-    ("occlusion 8/4 blur prob (default)", "occ", dict(patch=8, stride=4, fill="blur", score="probability")),
-    ("occlusion 8/4 blur prob, unsmoothed", "occ", dict(patch=8, stride=4, fill="blur", score="probability", sigma=0)),
-    ("occlusion 8/4 blur log-odds", "occ", dict(patch=8, stride=4, fill="blur", score="log_odds")),
-    ("occlusion 8/4 mean-colour prob", "occ", dict(patch=8, stride=4, fill="mean", score="probability")),
+    ("occlusion 4/4 blur prob (default)", "occ", dict(patch=4, stride=4, fill="blur", score="probability")),
+    ("occlusion 4/4 blur prob, unsmoothed", "occ", dict(patch=4, stride=4, fill="blur", score="probability", sigma=0)),
+    ("occlusion 4/4 blur log-odds", "occ", dict(patch=4, stride=4, fill="blur", score="log_odds")),
+    ("occlusion 4/4 mean-colour prob", "occ", dict(patch=4, stride=4, fill="mean", score="probability")),
     ("occlusion 8/4 blur prob, quincunx", "occ", dict(patch=8, stride=4, fill="blur", layout="quincunx")),
-    ("occlusion 4/4 blur prob", "occ", dict(patch=4, stride=4, fill="blur", score="probability")),
+    ("occlusion 8/4 blur prob", "occ", dict(patch=8, stride=4, fill="blur", score="probability")),
     ("occlusion 12/4 blur prob", "occ", dict(patch=12, stride=4, fill="blur", score="probability")),
     ("occlusion 8/8 blur prob (4×4 grid)", "occ", dict(patch=8, stride=8, fill="blur", score="probability")),
     ("reference: centre Gaussian", "centre", {}),

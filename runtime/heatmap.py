@@ -2,20 +2,22 @@
 
 - "occlusion" (the default; works on any contract model file): cover one square patch of the 32x32
   input at a time with a blurred copy of itself and see how much the class's probability falls.
-  All patches go through the model as ONE batch, together with the untouched image: with 8x8
-  patches every 4 pixels, 49 + 1 images and an 8x8 grid of evidence. It measures what the
+  All patches go through the model as ONE batch, together with the untouched image: with 4x4
+  patches every 4 pixels, 64 + 1 images and an 8x8 grid of evidence. It measures what the
   prediction depends on.
 - "cam": the model's own class-activation map (the optional `cam` output, 3x3 for these nets),
   upsampled. Free (same run as the prediction), but 3x3 cells cannot say much more than "bottom".
 
 On 50 test images with hand-drawn object boxes (benchmarks/heatmap_agreement.py) the occlusion
-map's peak fell inside the object on 45, the CAM's on 17, and 77% of the occlusion map's heat lay
-inside the boxes against 55% for the CAM (51% for a flat map, 70% for a blob in the middle, whose
-peak lands in 48 boxes: CIFAR objects sit in the centre, so the share is the telling figure). The
-blurred occluder beat a flat mean-colour one, and the probability beat its log-odds, which keep
-moving when a confident model sits at 0.999 but spread the heat over the background. The smoothing
-(sigma 2 px) costs a little of that (46/50 and 80% unsmoothed) and turns 4-pixel blocks into a map a
-person can read.
+map's peak fell inside the object on 45 (shipped default), 48 and 46 (the two before it), the CAM's on
+25, 25 and 17; 75-76% of the occlusion map's heat lay inside the boxes against 55-58% for the CAM (51%
+for a flat map, 70% for a blob in the middle, whose peak lands in 48 boxes: CIFAR objects sit in the
+centre, so the share is the telling figure). 8x8 patches were the default until nets trained on blurred
+pictures (and with cutout) came: they shrug off a blurred 8x8 square, and their maps drifted off the
+object (38 and 40 of 50). The blurred occluder beat a flat mean-colour one, and the probability beat its
+log-odds, which keep moving when a confident model sits at 0.999 but spread the heat over the
+background. The smoothing (sigma 2 px) costs a little of that (49/50 and 80% unsmoothed) and turns
+4-pixel blocks into a map a person can read.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .preprocess import ImageError, fit, load_image, to_input
 
 SIDE = 32  # the contract's input side
 METHODS = ("occlusion", "cam")
-PATCH = 8  # occluder side in pixels
+PATCH = 4  # occluder side in pixels: one patch per cell of the 8x8 grid
 STRIDE = 4  # step between patches: the grid of evidence is SIDE / STRIDE on a side
 BLUR_RADIUS = 4.0  # the occluder: a Gaussian-blurred copy (keeps colour, removes shape)
 SMOOTH_SIGMA = 2.0  # pixels; softens the 4-pixel steps of the averaged patches
@@ -80,6 +82,12 @@ class Heatmap:
     probability: float  # the model's probability of that class on the untouched image
 
 
+def default_patch(layout: str = LAYOUT) -> int:
+    """The quincunx leaves every other grid position out, so its patches are twice the stride to still
+    cover every pixel; the full grid uses one patch per cell."""
+    return PATCH if layout == "full" else 2 * STRIDE
+
+
 def patch_origins(patch: int = PATCH, stride: int = STRIDE) -> list[int]:
     """Top/left coordinates of the patches along one side; the last one always reaches the edge."""
     if not 1 <= patch <= SIDE or stride < 1:
@@ -90,11 +98,11 @@ def patch_origins(patch: int = PATCH, stride: int = STRIDE) -> list[int]:
     return starts
 
 
-def patch_positions(patch: int = PATCH, stride: int = STRIDE, layout: str = LAYOUT) -> list[tuple[int, int]]:
-    """(top, left) of every patch. "full": every grid position (7 x 7 = 49 for 8/4). "quincunx": every
+def patch_positions(patch: int | None = None, stride: int = STRIDE, layout: str = LAYOUT) -> list[tuple[int, int]]:
+    """(top, left) of every patch. "full": every grid position (8 x 8 = 64 for 4/4). "quincunx": every
     other one, like the fives on dice (25 for 8/4): each 4-pixel cell is still covered, by 1 or 2
-    patches instead of 1 to 4, for half the model runs."""
-    starts = patch_origins(patch, stride)
+    patches, for about 40% of the model runs."""
+    starts = patch_origins(patch or default_patch(layout), stride)
     if layout == "full":
         return [(y, x) for y in starts for x in starts]
     if layout == "quincunx":
@@ -103,7 +111,7 @@ def patch_positions(patch: int = PATCH, stride: int = STRIDE, layout: str = LAYO
 
 
 def occluded_batch(
-    pixels: np.ndarray, patch: int = PATCH, stride: int = STRIDE, fill: str = "blur", layout: str = LAYOUT
+    pixels: np.ndarray, patch: int | None = None, stride: int = STRIDE, fill: str = "blur", layout: str = LAYOUT
 ) -> np.ndarray:
     """uint8 [1 + K, 32, 32, 3]: the image itself, then one copy per patch with that patch replaced by
     the occluder. fill: "blur" (a blurred copy of the image) or "mean" (the dataset's mean colour)."""
@@ -114,6 +122,7 @@ def occluded_batch(
         filler = np.broadcast_to(np.round(CIFAR10_MEAN).astype(np.uint8), pixels.shape)
     else:
         raise ValueError(f"fill {fill!r}: use blur or mean")
+    patch = patch or default_patch(layout)
     positions = patch_positions(patch, stride, layout)
     batch = np.repeat(pixels[None], 1 + len(positions), axis=0)
     for k, (y, x) in enumerate(positions, start=1):
@@ -126,8 +135,9 @@ def log_odds(probs: np.ndarray, class_index: int) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def spread(drops: np.ndarray, patch: int = PATCH, stride: int = STRIDE, layout: str = LAYOUT) -> np.ndarray:
+def spread(drops: np.ndarray, patch: int | None = None, stride: int = STRIDE, layout: str = LAYOUT) -> np.ndarray:
     """Per-patch score drops -> [32, 32]: each pixel gets the mean drop of the patches covering it."""
+    patch = patch or default_patch(layout)
     total = np.zeros((SIDE, SIDE))
     count = np.zeros((SIDE, SIDE))
     for drop, (y, x) in zip(drops, patch_positions(patch, stride, layout), strict=True):
@@ -152,7 +162,7 @@ def occlusion(
     model,
     pixels: np.ndarray,
     class_index: int | None = None,
-    patch: int = PATCH,
+    patch: int | None = None,
     stride: int = STRIDE,
     fill: str = "blur",
     score: str = "probability",
@@ -171,7 +181,7 @@ def occlusion(
 def _occlusion_map(
     probs: np.ndarray,
     c: int,
-    patch: int = PATCH,
+    patch: int | None = None,
     stride: int = STRIDE,
     score: str = "probability",
     sigma: float = SMOOTH_SIGMA,

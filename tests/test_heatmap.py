@@ -131,11 +131,11 @@ def test_occluded_batch_covers_the_image_patch_by_patch():
         covered |= ~outside
     assert covered.all()
     assert H.patch_origins(12, 8) == [0, 8, 16, 20]  # the last patch reaches the edge
-    half = H.patch_positions(layout="quincunx")
-    assert len(half) == (len(starts) ** 2 + 1) // 2 and set(half) < set(H.patch_positions(layout="full"))
+    half, side = H.patch_positions(layout="quincunx"), H.default_patch("quincunx")
+    assert len(half) == (len(H.patch_origins(side)) ** 2 + 1) // 2 and set(half) < set(H.patch_positions(layout="full"))
     cover = np.zeros((32, 32), int)
     for y, x in half:
-        cover[y : y + H.PATCH, x : x + H.PATCH] += 1
+        cover[y : y + side, x : x + side] += 1
     assert cover.min() >= 1  # every pixel is still tested
     assert len(H.occluded_batch(pixels, layout="quincunx")) == 1 + len(half)
 
