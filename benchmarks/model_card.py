@@ -47,6 +47,51 @@ def augmentation_text(config: dict) -> str:
     return text
 
 
+def recipe_text(config: dict) -> str:
+    return (
+        f"Seed {config.get('seed', '?')}. Recipe: {config.get('epochs')} epochs, batch {config.get('batch_size')}, "
+        f"widths {config.get('widths')}, Muon lr {config.get('lr')} for conv filters, SGD for biases and head, "
+        f"label smoothing {config.get('label_smoothing')}, {augmentation_text(config)}, bf16 autocast."
+    )
+
+
+def read_run(run: Path) -> tuple[dict, dict, list[dict]]:
+    """A run folder's config, summary and per-epoch metrics."""
+    metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    return json.loads((run / "config.json").read_text()), json.loads((run / "summary.json").read_text()), metrics
+
+
+def training_text(summary: dict, metrics: list[dict]) -> str:
+    per_epoch = np.mean([m["epoch_seconds"] for m in metrics]) if metrics else 0.0
+    return (
+        f"Training time {summary['train_seconds']:.0f} s ({summary['train_seconds'] / 60:.1f} min) "
+        f"for {len(metrics)} epochs, {per_epoch:.0f} s per epoch."
+    )
+
+
+def in_training_text(summary: dict) -> str:
+    return f"{summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} without"
+
+
+def reproduce_lines(runs: list[Path], hardware: str, recipe: dict) -> list[str]:
+    """How each member was trained: its command, recipe and time (one net, or each of an ensemble's)."""
+    if len(runs) <= 1:
+        config, summary, metrics = read_run(runs[0]) if runs else (recipe, {}, [])
+        return [
+            recipe_text(config),
+            "",
+            f"Hardware: {hardware}. " + (training_text(summary, metrics) if summary else ""),
+        ]
+    lines = [f"An ensemble of {len(runs)} nets, their logits averaged in the graph. Hardware: {hardware}.", ""]
+    for k, run in enumerate(runs, 1):
+        config, summary, metrics = read_run(run)
+        lines.append(
+            f"- Member {k} (`{run.name}`): {recipe_text(config)} {training_text(summary, metrics)} "
+            f"In training: {in_training_text(summary)}."
+        )
+    return lines
+
+
 def calibration_text(info, probs: np.ndarray, labels: np.ndarray, ece: float) -> str:
     t = float(info.raw.get("temperature", "1"))
     if t == 1.0:
@@ -87,50 +132,51 @@ def reliability_plot(probs: np.ndarray, labels: np.ndarray, path: Path, ece: flo
 
 
 def robustness_section(paths: list[str], jpeg_folder: list[float], out: Path) -> list[str]:
-    """The corruption table (this model beside another, e.g. the previous default) and its plot, from the JSON that
-    `cifar10 robustness --json` printed for each."""
+    """The corruption table (this model beside others, e.g. the previous defaults) and its plot, from the JSON
+    that `cifar10 robustness --json` printed for each."""
     new, *old = [RobustnessReport.from_json(json.loads(Path(p).read_text())["reports"][0]) for p in paths]
     plot_robustness([new, *old], out / "robustness.png")
-    base = old[0] if old else None
-    other = f"`{Path(base.model).name}`" if base else ""
+    names = [f"`{Path(b.model).name}`" for b in old]
     lines = [
         "## Robustness: common corruptions",
         "",
-        f"`cifar10 robustness` on the first {new.n:,} test images (seed {new.seed}): every family at five "
+        f"`cifar10 robustness` on {'all' if new.n == 10_000 else 'the first'} {new.n:,} test images (seed {new.seed}): "
+        "every family at five "
         "severities, generated with numpy and Pillow (`runtime/corruptions.py`)"
-        + (f", beside {other} on the same pictures." if base else "."),
+        + (f", beside {' and '.join(names)} on the same pictures." if old else "."),
         "",
     ]
     if jpeg_folder:
+        others = ", ".join(f"{n} {a:.4f}" for n, a in zip(names, jpeg_folder[1:]))
         lines += [
             f"The test set saved as JPEG files at quality 75 and read back through `cifar10 evaluate --folder`: "
-            f"**{jpeg_folder[0]:.4f}**" + (f" ({other} {jpeg_folder[1]:.4f})." if len(jpeg_folder) > 1 else "."),
+            f"**{jpeg_folder[0]:.4f}**" + (f" ({others})." if others else "."),
             "",
         ]
-    head = "| corruption | severity | strength | accuracy | ECE |"
-    head += f" {other} | difference (points) |" if base else ""
-    lines += [head, "|---" * (7 if base else 5) + "|"]
+    head = "| corruption | severity | strength | accuracy | ECE |" + "".join(f" {n} | difference |" for n in names)
+    lines += [head, "|---" * (5 + 2 * len(old)) + "|"]
 
-    def row(name, sev, strength, acc, ece, b_acc=None):
-        text = f"| {name} | {sev} | {strength} | {acc:.4f} | {ece:.4f} |"
-        return text + (f" {b_acc:.4f} | {100 * (acc - b_acc):+.2f} |" if b_acc is not None else "")
+    def row(name, sev, strength, acc, ece, others):
+        return f"| {name} | {sev} | {strength} | {acc:.4f} | {ece:.4f} |" + "".join(
+            f" {b:.4f} | {100 * (acc - b):+.2f} |" for b in others
+        )
 
-    lines.append(row("clean", "-", "-", new.clean_accuracy, new.clean_ece, base.clean_accuracy if base else None))
+    lines.append(row("clean", "-", "-", new.clean_accuracy, new.clean_ece, [b.clean_accuracy for b in old]))
     for c in new.cells:
-        b = base.cell(c.family, c.severity).accuracy if base else None
-        lines.append(row(c.family.replace("_", " "), c.severity, f"{c.strength:g}", c.accuracy, c.ece, b))
+        others = [b.cell(c.family, c.severity).accuracy for b in old]
+        lines.append(row(c.family.replace("_", " "), c.severity, f"{c.strength:g}", c.accuracy, c.ece, others))
     lines += [
         "",
         f"Mean corruption accuracy **{new.mean_corruption_accuracy:.4f}**"
-        + (f" ({other} {base.mean_corruption_accuracy:.4f})" if base else "")
+        + (" (" + ", ".join(f"{n} {b.mean_corruption_accuracy:.4f}" for n, b in zip(names, old)) + ")" if old else "")
         + f"; worst cell ECE {max(c.ece for c in new.cells):.4f}.",
     ]
-    if base:
+    for name, base in zip(names, old):
         worse = [c for c in new.cells if c.accuracy <= base.cell(c.family, c.severity).accuracy]
         lines.append(
-            f"Better than {other} in every cell."
+            f"Better than {name} in every cell."
             if not worse
-            else f"Not better than {other} in: " + ", ".join(f"{c.family} {c.severity}" for c in worse) + "."
+            else f"Not better than {name} in: " + ", ".join(f"{c.family} {c.severity}" for c in worse) + "."
         )
     lines += ["", "![accuracy under corruptions](robustness.png)", ""]
     return lines
@@ -144,8 +190,10 @@ def main() -> int:
         default=None,
         help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA, else the per-user cache)",
     )
-    p.add_argument("--run", help="the run folder the model came from (config, metrics, summary)")
-    p.add_argument("--command", default="", help="the exact training command")
+    p.add_argument(
+        "--run", nargs="+", default=[], help="the run folder(s) the model came from (config, metrics, summary)"
+    )
+    p.add_argument("--command", action="append", default=[], help="the exact training command (one per run)")
     p.add_argument("--export-command", default="")
     p.add_argument("--hardware", default="")
     p.add_argument("--out", default="docs")
@@ -155,7 +203,7 @@ def main() -> int:
         nargs="+",
         default=[],
         metavar="JSON",
-        help="`cifar10 robustness --json` outputs: this model's, then one to compare with",
+        help="`cifar10 robustness --json` outputs: this model's, then those to compare with",
     )
     p.add_argument(
         "--jpeg-folder",
@@ -163,7 +211,7 @@ def main() -> int:
         type=float,
         default=[],
         metavar="ACC",
-        help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, the other",
+        help="accuracy on the test set saved as JPEG q75 (evaluate --folder): this model, then the others",
     )
     p.add_argument("--notes", help="a markdown file appended as 'Choices and caveats'")
     a = p.parse_args()
@@ -188,11 +236,8 @@ def main() -> int:
     pairs = sorted(
         ((rep.confusion[i, j] + rep.confusion[j, i], i, j) for i in range(k) for j in range(i + 1, k)), reverse=True
     )[:5]
-    run = Path(a.run) if a.run else None
-    summary = json.loads((run / "summary.json").read_text()) if run else {}
-    config = json.loads((run / "config.json").read_text()) if run else json.loads(info.raw.get("recipe", "{}"))
-    metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()] if run else []
-    per_epoch = np.mean([m["epoch_seconds"] for m in metrics]) if metrics else 0.0
+    runs = [Path(r) for r in a.run]
+    summary = read_run(runs[0])[1] if len(runs) == 1 else {}
 
     lines = [
         f"# Model card: {a.title}",
@@ -204,32 +249,15 @@ def main() -> int:
         "## How to reproduce",
         "",
         "```",
-        a.command or "(see recipe below)",
+        *(a.command or ["(see recipe below)"]),
         a.export_command,
         "```",
         "",
-        f"Seed {config.get('seed', '?')}. Recipe: {config.get('epochs')} epochs, batch {config.get('batch_size')}, "
-        f"widths {config.get('widths')}, Muon lr {config.get('lr')} for conv filters, SGD for biases and head, "
-        f"label smoothing {config.get('label_smoothing')}, {augmentation_text(config)}, bf16 autocast.",
-        "",
-        f"Hardware: {a.hardware or machine()}. "
-        + (
-            f"Training time {summary['train_seconds']:.0f} s ({summary['train_seconds'] / 60:.1f} min) "
-            f"for {len(metrics)} epochs, {per_epoch:.0f} s per epoch."
-            if summary
-            else ""
-        ),
+        *reproduce_lines(runs, a.hardware or machine(), json.loads(info.raw.get("recipe", "{}"))),
         "",
         "## Accuracy (CIFAR-10 test set, 10,000 images, measured through onnxruntime on this file)",
         "",
-        f"**{rep.accuracy:.4f}** top-1"
-        + (
-            f" (in training: {summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} "
-            "without)"
-            if summary
-            else ""
-        )
-        + ".",
+        f"**{rep.accuracy:.4f}** top-1" + (f" (in training: {in_training_text(summary)})" if summary else "") + ".",
         "",
         "| class | accuracy |",
         "|---|---|",

@@ -183,11 +183,18 @@ def recipe_text(model: Classifier | None) -> str:
     if model is None:
         return ""
     info = model.info
-    width = max((len(k) for k in info.recipe), default=0)
-    lines = [f"{k:<{width}}  {json.dumps(v)}" for k, v in info.recipe.items()] or ["(not recorded in this file)"]
+    lines = _setting_lines(info.recipe) or ["(not recorded in this file)"]
     pairs = ((KEY_SEED, info.seed), (KEY_CHECKPOINT_SHA256, info.checkpoint_sha256))
     extra = [f"{key}: {value}" for key, value in pairs if value is not None]
     return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def _setting_lines(recipe: dict) -> list[str]:
+    """One setting a line; an ensemble's members ("member 1": {...}) each under their own heading."""
+    if recipe and all(k.startswith("member ") and isinstance(v, dict) for k, v in recipe.items()):
+        return [line for k, v in recipe.items() for line in [k, *("  " + s for s in _setting_lines(v))]]
+    width = max((len(k) for k in recipe), default=0)
+    return [f"{k:<{width}}  {json.dumps(v)}" for k, v in recipe.items()]
 
 
 def model_failed(reason: str, still_using: str | None) -> str:

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import (
     BIN,
-    REPO,
     assert_same_run,
     cli,
     has_torch,
@@ -227,19 +226,3 @@ def test_bad_teacher_flags_fail_in_one_line_and_leave_no_run_folder(tiny_cifar, 
     proc = cli(*smoke_train_args(tiny_cifar, tmp_path, "--name", "bad", *extra), cwd=tmp_path)
     assert needle in one_line_error(proc)
     assert not (tmp_path / "bad").exists()
-
-
-def test_model_card_recipe_names_the_teachers():
-    import importlib.util
-
-    pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("model_card", REPO / "benchmarks" / "model_card.py")
-    card = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(card)
-    config = {"translate": 4, "cutout": 12, "teacher": ["/runs/big.onnx", "/runs/wide.onnx"], "distill": 0.7}
-    config["distill_temp"] = 1.992
-    assert card.augmentation_text(config) == (
-        "augmentation flip + 4-pixel translate, 12-pixel cutout; "
-        "distilled from big.onnx, wide.onnx (their probabilities at temperature 1.992, 70% of each target)"
-    )
-    assert "distilled" not in card.augmentation_text({"translate": 2, "teacher": []})

@@ -218,6 +218,17 @@ def test_model_fields_are_labelled_once_and_read_the_model():
     assert all(key in recipe for key in info.recipe)
     model.info = dataclasses.replace(info, recipe={}, seed=None, checkpoint_sha256=None)
     assert text.recipe_text(model) == "(not recorded in this file)"
+    # An ensemble's members each under a heading, their settings indented, one a line.
+    pair = {"member 1": {"epochs": 30, "cutout": 12}, "member 2": {"epochs": 30, "robust_mix": {"jpeg": 0.6}}}
+    model.info = dataclasses.replace(info, recipe=pair, seed=None, checkpoint_sha256=None)
+    assert text.recipe_text(model).splitlines() == [
+        "member 1",
+        "  epochs  30",
+        "  cutout  12",
+        "member 2",
+        "  epochs      30",
+        '  robust_mix  {"jpeg": 0.6}',
+    ]
 
 
 @pytest.mark.parametrize("size", [(640, 400), (400, 640), (32, 32), (33, 32)])
