@@ -166,8 +166,8 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray) -> None:
 def _one_consumer_per_dequantized_weight(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every consumer of a shared, dequantised initializer its own DequantizeLinear node.
 
-    An ensemble's members have the same whitening filters (they are computed from the training images,
-    not learned), so the graph holds them once and one DequantizeLinear feeds both members' first
+    Members trained on the same images have the same whitening filters (computed from those images, not
+    learned), so an ensemble's graph holds them once and one DequantizeLinear feeds both members' first
     convolutions. OpenVINO 2026.4 computes such a graph wrongly (top-1 agreement with onnxruntime near
     chance) and the untied graph right; onnxruntime makes the same copies for itself before fusing.
     """
@@ -195,7 +195,7 @@ def _one_consumer_per_dequantized_weight(model: onnx.ModelProto) -> onnx.ModelPr
                     user.input[j] = copy.output[0]
             copies.append(copy)
     if copies:
-        nodes = copies + list(g.node)  # their inputs are all initializers: first is in order
+        nodes = copies + list(g.node)  # they read initializers only, so first is a valid order
         del g.node[:]
         g.node.extend(nodes)
     return model
