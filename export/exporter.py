@@ -171,9 +171,7 @@ def describe(
         contract.KEY_VERSION: __version__,
         contract.KEY_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         contract.KEY_CHECKPOINT_SHA256: ",".join(file_digest(p, "sha256") for p in paths),
-        contract.KEY_RECIPE: json.dumps(
-            recipes[0] if len(recipes) == 1 else {f"member {i}": r for i, r in enumerate(recipes, 1)}
-        ),
+        contract.KEY_RECIPE: json.dumps(contract.ensemble_recipe(recipes)),
         contract.KEY_SEED: seeds.pop() if len(seeds) == 1 else "",  # a seed only where all members share it
         contract.KEY_TTA: module.tta,
         contract.KEY_PRECISION: "fp32",

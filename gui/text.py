@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runtime.contract import KEY_CHECKPOINT_SHA256, KEY_SEED
+from ..runtime.contract import KEY_CHECKPOINT_SHA256, KEY_SEED, member_recipes
 from ..runtime.predict import Result
 from ..runtime.session import Classifier
 
@@ -191,8 +191,9 @@ def recipe_text(model: Classifier | None) -> str:
 
 def _setting_lines(recipe: dict) -> list[str]:
     """One setting a line; an ensemble's members ("member 1": {...}) each under their own heading."""
-    if recipe and all(k.startswith("member ") and isinstance(v, dict) for k, v in recipe.items()):
-        return [line for k, v in recipe.items() for line in [k, *("  " + s for s in _setting_lines(v))]]
+    members = member_recipes(recipe)
+    if len(members) > 1:
+        return [line for k, v in zip(recipe, members) for line in [k, *("  " + s for s in _setting_lines(v))]]
     width = max((len(k) for k in recipe), default=0)
     return [f"{k:<{width}}  {json.dumps(v)}" for k, v in recipe.items()]
 

@@ -213,6 +213,17 @@ def _integer(meta: dict[str, str], key: str, source: str) -> int | None:
         raise ContractError(f"{source}: {key} is not an integer: {value!r}") from None
 
 
+def ensemble_recipe(recipes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recipe a file states: one net's config, or an ensemble's as {"member 1": {...}, ...}."""
+    return recipes[0] if len(recipes) == 1 else {f"member {i}": r for i, r in enumerate(recipes, 1)}
+
+
+def member_recipes(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inverse of `ensemble_recipe`: each net's config (one for a single net)."""
+    members = [v for k, v in recipe.items() if k.startswith("member ") and isinstance(v, dict)]
+    return members if recipe and len(members) == len(recipe) else [recipe]
+
+
 def _recipe(value: str, source: str) -> dict[str, Any]:
     if value in _EMPTY:
         return {}

@@ -218,3 +218,16 @@ def test_predict_with_bad_model_is_a_one_line_error(bad_models, hostile_corpus, 
     assert proc.returncode > 0 and "Traceback" not in proc.stderr, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and str(path) in errors[0] and needle in errors[0], proc.stderr
+
+
+def test_an_ensemble_recipe_reads_back_member_by_member():
+    from cifar10kit.runtime.contract import ensemble_recipe, member_recipes
+
+    one, two = {"epochs": 30, "seed": 0}, {"epochs": 30, "cutout": 12}
+    assert ensemble_recipe([one]) == one and member_recipes(one) == [one]
+    pair = ensemble_recipe([one, two])
+    assert list(pair) == ["member 1", "member 2"]
+    assert member_recipes(json.loads(json.dumps(pair))) == [one, two]  # as the file stores it
+    assert member_recipes({}) == [{}]
+    odd = {"member 1": {"epochs": 30}, "note": "hand-written"}  # not the exporter's form: one recipe, as it is
+    assert member_recipes(odd) == [odd]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cifar10kit.runtime.contract import member_recipes
 from cifar10kit.runtime.session import DEFAULT_MODEL, Classifier
 
 from conftest import cli
@@ -25,8 +26,7 @@ def test_shipped_model_is_installed_and_follows_the_contract():
     assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.94
     assert model.info.has_cam and model.info.threshold is not None
     assert model.info.temperature < 1  # calibrated at export: label smoothing under-states confidence
-    recipe = model.info.recipe
-    members = [recipe[k] for k in recipe if k.startswith("member ")] or [recipe]  # an ensemble's, or the one net's
+    members = member_recipes(model.info.recipe)  # an ensemble's, or the one net's
     assert all(m["robust"] >= 0.4 for m in members)  # every net trained with robustness augmentation
     assert all(not {"data_dir", "out", "name", "device"} & set(m) for m in members)  # no local paths in the file
     assert all("/" not in t for m in members for t in m.get("teacher", []))  # teachers by file name only
