@@ -73,20 +73,20 @@ def in_training_text(summary: dict) -> str:
     return f"{summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} without"
 
 
-def reproduce_lines(runs: list[Path], hardware: str, recipe: dict) -> list[str]:
-    """How each member was trained: its command, recipe and time (one net, or each of an ensemble's)."""
-    if len(runs) <= 1:
-        config, summary, metrics = read_run(runs[0]) if runs else (recipe, {}, [])
+def reproduce_lines(members: list[tuple[str, tuple[dict, dict, list[dict]]]], hardware: str, recipe: dict) -> list[str]:
+    """How each member was trained ((run name, read_run) pairs): its command, recipe and time, for one
+    net or each of an ensemble's."""
+    if len(members) <= 1:
+        config, summary, metrics = members[0][1] if members else (recipe, {}, [])
         return [
             recipe_text(config),
             "",
             f"Hardware: {hardware}. " + (training_text(summary, metrics) if summary else ""),
         ]
-    lines = [f"An ensemble of {len(runs)} nets, their logits averaged in the graph. Hardware: {hardware}.", ""]
-    for k, run in enumerate(runs, 1):
-        config, summary, metrics = read_run(run)
+    lines = [f"An ensemble of {len(members)} nets, their logits averaged in the graph. Hardware: {hardware}.", ""]
+    for k, (name, (config, summary, metrics)) in enumerate(members, 1):
         lines.append(
-            f"- Member {k} (`{run.name}`): {recipe_text(config)} {training_text(summary, metrics)} "
+            f"- Member {k} (`{name}`): {recipe_text(config)} {training_text(summary, metrics)} "
             f"In training: {in_training_text(summary)}."
         )
     return lines
@@ -236,8 +236,8 @@ def main() -> int:
     pairs = sorted(
         ((rep.confusion[i, j] + rep.confusion[j, i], i, j) for i in range(k) for j in range(i + 1, k)), reverse=True
     )[:5]
-    runs = [Path(r) for r in a.run]
-    summary = read_run(runs[0])[1] if len(runs) == 1 else {}
+    members = [(Path(r).name, read_run(Path(r))) for r in a.run]
+    summary = members[0][1][1] if len(members) == 1 else {}
 
     lines = [
         f"# Model card: {a.title}",
@@ -253,7 +253,7 @@ def main() -> int:
         a.export_command,
         "```",
         "",
-        *reproduce_lines(runs, a.hardware or machine(), json.loads(info.raw.get("recipe", "{}"))),
+        *reproduce_lines(members, a.hardware or machine(), json.loads(info.raw.get("recipe", "{}"))),
         "",
         "## Accuracy (CIFAR-10 test set, 10,000 images, measured through onnxruntime on this file)",
         "",

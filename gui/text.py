@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..runtime.contract import KEY_CHECKPOINT_SHA256, KEY_SEED, member_recipes
 from ..runtime.predict import Result
-from ..runtime.session import Classifier
+from ..runtime.session import MODELS_DIR, Classifier
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers
@@ -131,9 +131,22 @@ LATENCY_FIELD = "Last prediction"
 NO_MODEL = "No model loaded: use “Open model…”"
 
 
+def file_text(path: Path) -> str:
+    """A model file as the Model tab names it: a shipped model by name (its install folder says nothing
+    to the user), one under the home folder from ~, any other by its full path."""
+    size = path.stat().st_size / 2**20 if path.exists() else 0.0
+    resolved, home = path.resolve(), Path.home().resolve()
+    if resolved.parent == MODELS_DIR.resolve():
+        where = f"{path.name}, shipped with the app"
+    elif resolved.is_relative_to(home):
+        where = str(Path("~") / resolved.relative_to(home))
+    else:
+        where = str(resolved)
+    return f"{where}  ({size:.1f} MB)"
+
+
 def _file(m: Classifier) -> str:
-    size = m.path.stat().st_size / 2**20 if m.path.exists() else 0.0
-    return f"{m.path}  ({size:.1f} MB)"
+    return file_text(m.path)
 
 
 def threshold_text(t: float | None) -> str:

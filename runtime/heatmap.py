@@ -88,6 +88,11 @@ def default_patch(layout: str = LAYOUT) -> int:
     return PATCH if layout == "full" else 2 * STRIDE
 
 
+def _side(patch: int | None, layout: str) -> int:
+    """None means the layout's default; any other value, 0 included, is checked by patch_origins."""
+    return default_patch(layout) if patch is None else patch
+
+
 def patch_origins(patch: int = PATCH, stride: int = STRIDE) -> list[int]:
     """Top/left coordinates of the patches along one side; the last one always reaches the edge."""
     if not 1 <= patch <= SIDE or stride < 1:
@@ -102,7 +107,7 @@ def patch_positions(patch: int | None = None, stride: int = STRIDE, layout: str 
     """(top, left) of every patch. "full": every grid position (8 x 8 = 64 for 4/4). "quincunx": every
     other one, like the fives on dice (25 for 8/4): each 4-pixel cell is still covered, by 1 or 2
     patches, for about 40% of the model runs."""
-    starts = patch_origins(patch or default_patch(layout), stride)
+    starts = patch_origins(_side(patch, layout), stride)
     if layout == "full":
         return [(y, x) for y in starts for x in starts]
     if layout == "quincunx":
@@ -122,7 +127,7 @@ def occluded_batch(
         filler = np.broadcast_to(np.round(CIFAR10_MEAN).astype(np.uint8), pixels.shape)
     else:
         raise ValueError(f"fill {fill!r}: use blur or mean")
-    patch = patch or default_patch(layout)
+    patch = _side(patch, layout)
     positions = patch_positions(patch, stride, layout)
     batch = np.repeat(pixels[None], 1 + len(positions), axis=0)
     for k, (y, x) in enumerate(positions, start=1):
@@ -137,7 +142,7 @@ def log_odds(probs: np.ndarray, class_index: int) -> np.ndarray:
 
 def spread(drops: np.ndarray, patch: int | None = None, stride: int = STRIDE, layout: str = LAYOUT) -> np.ndarray:
     """Per-patch score drops -> [32, 32]: each pixel gets the mean drop of the patches covering it."""
-    patch = patch or default_patch(layout)
+    patch = _side(patch, layout)
     total = np.zeros((SIDE, SIDE))
     count = np.zeros((SIDE, SIDE))
     for drop, (y, x) in zip(drops, patch_positions(patch, stride, layout), strict=True):

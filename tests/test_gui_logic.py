@@ -201,6 +201,21 @@ def test_batch_sorting():
     assert sorted_ids(results, "error", False) == ["1", "0", "2"]
 
 
+def test_model_files_are_named_by_where_they_are(tmp_path, monkeypatch):
+    from cifar10kit.runtime.session import DEFAULT_MODEL
+
+    home, elsewhere = tmp_path / "home", tmp_path / "srv"
+    (home / "models").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    mine, theirs = home / "models" / "mine.onnx", elsewhere / "theirs.onnx"
+    mine.write_bytes(b"x" * 2**20)
+    theirs.write_bytes(b"")
+    assert text.file_text(mine) == f"{Path('~', 'models', 'mine.onnx')}  (1.0 MB)"
+    assert text.file_text(theirs) == f"{theirs.resolve()}  (0.0 MB)"
+    assert text.file_text(DEFAULT_MODEL).startswith("default.onnx, shipped with the app")
+
+
 def test_model_fields_are_labelled_once_and_read_the_model():
     from cifar10kit.runtime.session import Classifier
 
@@ -214,6 +229,7 @@ def test_model_fields_are_labelled_once_and_read_the_model():
     assert fields["Architecture"] == info.architecture and fields["Precision"] == info.precision
     assert fields["Test accuracy"] == f"{info.test_accuracy * 100:.2f}%"
     assert fields["Provider"] == "CPUExecutionProvider"
+    assert fields["File"].startswith("default.onnx, shipped with the app  (") and fields["File"].endswith(" MB)")
     recipe = text.recipe_text(model)
     assert all(key in recipe for key in info.recipe)
     model.info = dataclasses.replace(info, recipe={}, seed=None, checkpoint_sha256=None)

@@ -140,6 +140,12 @@ def test_occluded_batch_covers_the_image_patch_by_patch():
     assert len(H.occluded_batch(pixels, layout="quincunx")) == 1 + len(half)
 
 
+@pytest.mark.parametrize("patch", [0, -4, 33])
+def test_an_impossible_patch_size_is_refused_not_replaced(patch):
+    with pytest.raises(ValueError, match=f"patch {patch} "):
+        H.occluded_batch(example(0), patch=patch)
+
+
 # ----------------------------------------------------------------------------------------------
 # the CAM, bad arguments, the names the app uses
 

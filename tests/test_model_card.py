@@ -43,15 +43,16 @@ def test_model_card_describes_each_member_of_an_ensemble(tmp_path):
         (run / "metrics.jsonl").write_text("\n".join(json.dumps({"epoch_seconds": 20.0}) for _ in range(30)))
         runs.append(run)
 
-    lines = card.reproduce_lines(runs, "a test machine", recipe={})
-    members = [line for line in lines if line.startswith("- Member")]
+    members = [(run.name, card.read_run(run)) for run in runs]
+    lines = card.reproduce_lines(members, "a test machine", recipe={})
+    described = [line for line in lines if line.startswith("- Member")]
     assert lines[0].startswith("An ensemble of 2 nets") and "a test machine" in lines[0]
-    assert len(members) == 2
-    assert "`plain-s0`" in members[0] and "Seed 0." in members[0] and "cutout" not in members[0]
-    assert "`cut-s1`" in members[1] and "Seed 1." in members[1] and "12-pixel cutout" in members[1]
-    assert "1200 s (20.0 min) for 30 epochs" in members[1] and "0.9500 with flip TTA" in members[1]
+    assert len(described) == 2
+    assert "`plain-s0`" in described[0] and "Seed 0." in described[0] and "cutout" not in described[0]
+    assert "`cut-s1`" in described[1] and "Seed 1." in described[1] and "12-pixel cutout" in described[1]
+    assert "1200 s (20.0 min) for 30 epochs" in described[1] and "0.9500 with flip TTA" in described[1]
 
-    single = card.reproduce_lines(runs[:1], "a test machine", recipe={})
+    single = card.reproduce_lines(members[:1], "a test machine", recipe={})
     assert single[0].startswith("Seed 0.") and single[-1].startswith("Hardware: a test machine. Training time 600 s")
 
 
