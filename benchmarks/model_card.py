@@ -47,11 +47,17 @@ def augmentation_text(config: dict) -> str:
     return text
 
 
+def precision_text(config: dict) -> str:
+    """How the run computed: runs from before `auto` have no other value than bf16."""
+    amp = config.get("amp", "bf16")
+    return "fp32 throughout" if amp == "fp32" else f"{amp} autocast"
+
+
 def recipe_text(config: dict) -> str:
     return (
         f"Seed {config.get('seed', '?')}. Recipe: {config.get('epochs')} epochs, batch {config.get('batch_size')}, "
         f"widths {config.get('widths')}, Muon lr {config.get('lr')} for conv filters, SGD for biases and head, "
-        f"label smoothing {config.get('label_smoothing')}, {augmentation_text(config)}, bf16 autocast."
+        f"label smoothing {config.get('label_smoothing')}, {augmentation_text(config)}, {precision_text(config)}."
     )
 
 

@@ -69,11 +69,14 @@ def run_ours(preset: str, data_dir: str, epochs: int | None, seed: int, out: Pat
         "plain_to_94": plain94,
         "final_acc": summary["test_acc"],
         "tta": summary["tta"],
+        "amp": json.loads((run / "config.json").read_text())["amp"],
     }
 
 
-def run_anchor(script: str, data_dir: str, epochs: int | None) -> dict:
-    env = {**os.environ, "CIFAR_ROOT": data_dir, "RUNS": "1"}
+def run_anchor(script: str, data_dir: str, epochs: int | None, amp: str) -> dict:
+    """`amp`: the precision ours trained in; on the CPU the anchor autocasts to bf16 unless told
+    otherwise, so it is told the same (on CUDA it keeps upstream's fp16 whatever it is told)."""
+    env = {**os.environ, "CIFAR_ROOT": data_dir, "RUNS": "1", "AMP": "fp32" if amp == "fp32" else "bf16"}
     if epochs:
         env["EPOCHS"] = str(epochs)
     t0 = time.perf_counter()
@@ -83,7 +86,7 @@ def run_anchor(script: str, data_dir: str, epochs: int | None) -> dict:
     rows = [r for r in proc.stdout.splitlines() if re.match(r"^\|\s+\S", r) and "epoch" not in r]
     cells = [c.strip() for c in rows[-1].strip("|").split("|")]
     nums = [float(c) for c in cells if re.fullmatch(r"[0-9.]+", c)]
-    return {"wall_seconds": wall, "train_seconds": nums[-1], "final_acc": nums[-2]}
+    return {"wall_seconds": wall, "train_seconds": nums[-1], "final_acc": nums[-2], "amp": env["AMP"]}
 
 
 def main() -> int:
@@ -140,10 +143,10 @@ def main() -> int:
     )
     anc = None
     if a.anchor and Path(a.anchor).exists():
-        anc = run_anchor(a.anchor, a.data_dir, a.epochs)
+        anc = run_anchor(a.anchor, a.data_dir, a.epochs, ours[0]["amp"])
         print(
             f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
-            f"(wall {anc['wall_seconds']:.0f} s)"
+            f"(wall {anc['wall_seconds']:.0f} s); precision: ours {ours[0]['amp']}, anchor AMP={anc['amp']}"
         )
         print(f"ratio (anchor training time / ours): {anc['train_seconds'] / mean_train:.2f}x")
     if a.json:

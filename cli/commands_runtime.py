@@ -155,6 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     import onnxruntime
 
+    from .runtime.bench import machine
     from .runtime.cpu import usable_cpus
     from .runtime.providers import duplicate_ort_warning, ort_build
     from .runtime.session import available_providers
@@ -169,6 +170,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "available_providers": available_providers(),
         "onnxruntime": dataclasses.asdict(build),
         "cpus": usable_cpus(),
+        "machine": machine(),
         "warnings": [duplicate] if duplicate else [],
         "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "raw"},
         "metadata": info.raw,
@@ -189,6 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if model.fallback_reason and model.requested_provider != "cpu":
         print(f"            not CUDA: {model.fallback_reason}")
     cpus = out["cpus"]
+    print(f"cpu         {out['machine']}")
     print(
         f"threads     {model.threads} (logical CPUs {cpus['logical']}, allowed {cpus['affinity']}, "
         f"cgroup quota {cpus['cgroup_quota'] or 'none'}, physical cores {cpus['physical_cores']})"

@@ -246,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop-size", type=int, help="side of those crops in pixels (default 24)")
     t.add_argument("--translate", type=int, metavar="PIXELS", help="random shifts of up to N pixels (default 2)")
     t.add_argument("--cutout", type=int, metavar="PIXELS", help="blank an N x N square of each image (default 0: off)")
-    t.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
+    t.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="training precision (default auto: bf16 autocast where the CPU or GPU computes bf16 in hardware, "
+        "else fp32)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--deterministic", action="store_true", help="deterministic kernels where available")
     t.add_argument("--threads", type=int, help="CPU threads (default: all cores)")

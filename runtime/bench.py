@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import contract
+from .cpu import cpu_flags, vector_tier
 
 
 def time_model(
@@ -41,13 +42,15 @@ def time_model(
 
 
 def machine() -> str:
+    """The CPU in words, with its vector tier: "AMD EPYC (AVX2, no VNNI or bf16), 2 cores"."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    tier = vector_tier(cpu_flags())
+    return f"{cpu}{f' ({tier})' if tier else ''}, {os.cpu_count()} cores"
 
 
 def run_bench(model, args, torch_runner: Callable[[np.ndarray], object] | None = None) -> int:

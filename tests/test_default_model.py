@@ -34,9 +34,21 @@ def test_shipped_model_is_installed_and_follows_the_contract():
 
 def test_clean_model_follows_the_contract():
     model = Classifier(CLEAN_MODEL, provider="cpu")
-    assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.95
+    # 0.9501 with 8-bit weights, 0.9497 since they were narrowed to 7 bits for CPUs without VNNI
+    assert model.info.test_accuracy is not None and model.info.test_accuracy >= 0.949
     assert model.info.has_cam and model.info.threshold is not None and model.info.temperature < 1
     assert not {"data_dir", "out", "name", "device"} & set(model.info.recipe)
+
+
+@pytest.mark.parametrize("name", ["default", "clean"])
+def test_shipped_int8_files_compute_the_same_on_every_x86_cpu(name):
+    """Without VNNI (AVX2 only), onnxruntime adds pairs of uint8 x int8 products in 16 bits: weights
+    beyond +-64 overflow it, and the default scored 0.61 on such a CPU. Shipped files stay within."""
+    onnx = pytest.importorskip("onnx")
+    from cifar10kit.export.quantize import NARROW_LIMIT, widest_weight
+
+    path = {"default": DEFAULT_MODEL, "clean": CLEAN_MODEL}[name]
+    assert 0 < widest_weight(onnx.load(str(path))) <= NARROW_LIMIT
 
 
 def test_shipped_models_are_picked_by_name(tmp_path, monkeypatch):

@@ -30,6 +30,14 @@ def test_model_card_recipe_names_the_teachers():
     assert "distilled" not in card.augmentation_text({"translate": 2, "teacher": []})
 
 
+def test_model_card_says_the_precision_a_run_trained_in():
+    card = model_card_module()
+    assert card.recipe_text({"amp": "fp32", "translate": 2}).endswith(", fp32 throughout.")
+    assert card.recipe_text({"amp": "bf16", "translate": 2}).endswith(", bf16 autocast.")
+    # Runs from before `--amp auto` recorded nothing else than bf16.
+    assert card.recipe_text({"translate": 2}).endswith(", bf16 autocast.")
+
+
 def test_model_card_describes_each_member_of_an_ensemble(tmp_path):
     card = model_card_module()
     runs = []

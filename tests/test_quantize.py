@@ -52,3 +52,44 @@ def test_calibration_takes_n_training_images_in_equal_batches(tiny_cifar, tmp_pa
     assert calibration_images(str(tmp_path), fallback, 5000).shape == (4, 64, 32, 32, 3)
     with pytest.raises(ValueError, match="at least 1"):
         calibration_images(str(tiny_cifar), fallback, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7-bit weights: without VNNI, onnxruntime's int8 kernels add pairs of products in 16 bits
+
+
+def test_int8_export_writes_weights_every_x86_cpu_computes_exactly(export_variant):
+    import onnx
+
+    from cifar10kit.export.quantize import NARROW_LIMIT, widest_weight
+
+    path, _ = export_variant("int8", "none")
+    # 2 x 255 x 64 = 32,640 fits a 16-bit sum; 2 x 255 x 127 does not (AVX2 CPUs saturated it).
+    assert 32 < widest_weight(onnx.load(str(path))) <= NARROW_LIMIT
+
+
+def test_narrowing_an_8bit_file_keeps_what_it_computes(trained_model, tiny_cifar, tmp_path):
+    """A file quantised with 8-bit weights, as the exporter wrote them before, narrowed in place:
+    its weights fit the bound, its biases follow their weights' scales, and it still computes
+    what the fp32 model does."""
+    import numpy as np
+    import onnx
+
+    from cifar10kit.export.quantize import calibration_images, make_int8, narrow_weights, widest_weight
+    from cifar10kit.export.verify import ort_probs
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    x, _, _ = load_cifar10(str(tiny_cifar), "test")
+    wide = tmp_path / "wide.onnx"
+    make_int8(trained_model, wide, calibration_images(str(tiny_cifar), x, 256), narrow=False)
+    model = onnx.load(str(wide))
+    assert widest_weight(model) > 100
+    assert narrow_weights(model) > 0
+    assert widest_weight(model) <= 64
+    assert narrow_weights(model) == 0  # narrow files are left alone
+    narrowed = tmp_path / "narrow.onnx"
+    onnx.save(model, str(narrowed))
+    reference = ort_probs(trained_model, x)
+    probs = ort_probs(narrowed, x)
+    assert (probs.argmax(1) == reference.argmax(1)).mean() >= 0.95
+    assert np.abs(probs - reference).max() < 0.15

@@ -476,6 +476,38 @@ def test_cpu_quota_parsing():
     assert cpu.parse_cfs("-1\n", "100000\n") is None
 
 
+# Flags lines as Linux writes them (abridged) for the CPU kinds this project has met.
+ZEN3_FLAGS = "flags\t\t: fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 sha_ni vaes vpclmulqdq"
+ZEN4_FLAGS = ZEN3_FLAGS + " avx512f avx512dq avx512_bf16 avx512vl avx512_vnni avx512_bitalg"
+SAPPHIRE_RAPIDS_FLAGS = ZEN4_FLAGS + " avx_vnni amx_bf16 amx_tile amx_int8"
+GRAVITON3_FEATURES = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp sve i8mm bf16"
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, tier",
+    [
+        (ZEN3_FLAGS, "AVX2, no VNNI or bf16"),
+        (ZEN4_FLAGS, "AVX-512 VNNI + BF16"),
+        (SAPPHIRE_RAPIDS_FLAGS, "AMX bf16/int8"),
+        (GRAVITON3_FEATURES, "NEON + dot product, i8mm, bf16"),
+        ("processor\t: 0\nmodel name\t: Some CPU", None),
+    ],
+)
+def test_vector_tier_names_what_sets_int8_and_bf16_speed(tmp_path, cpuinfo, tier):
+    # Two processors, as Linux lists them: the flags are read from each and merged.
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\n{cpuinfo}\n\nprocessor\t: 1\n{cpuinfo}\n")
+    assert cpu.vector_tier(cpu.cpu_flags(tmp_path / "cpuinfo")) == tier
+    assert cpu.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_machine_names_this_cpus_tier():
+    from cifar10kit.runtime.bench import machine
+
+    tier = cpu.vector_tier(cpu.cpu_flags())
+    text = machine()
+    assert text.endswith(" cores") and (tier is None or f"({tier})" in text)
+
+
 def _write(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

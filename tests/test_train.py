@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -37,6 +38,11 @@ def test_run_folder_holds_everything(trained_run):
     assert ckpt["format"] == "cifar10kit-checkpoint" and len(ckpt["class_names"]) == 10
     summary = json.loads((trained_run / "summary.json").read_text())
     assert 0 <= summary["test_acc"] <= 1 and len(summary["confusion"]) == 10
+    # The run records the precision it trained in, not "auto": resume keeps it on any machine.
+    from cifar10kit.train.config import resolve_amp
+
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["amp"] == resolve_amp("auto", torch.device("cpu"))[0]
 
 
 def test_training_learns_tiny_data(tiny_cifar, tmp_path):
@@ -269,3 +275,68 @@ def test_random_translate_shifts_within_a_reflection():
         # Each image is mirrored in exactly one of two consecutive epochs.
         assert torch.equal(even[k], images[k]) != torch.equal(odd[k], images[k])
         assert torch.equal(even[k].flip(-1), odd[k])
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision: bf16 only where the hardware computes it
+
+
+def _fake_cpu(monkeypatch, avx512_bf16: bool, amx: bool) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, want",
+    [(True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, "fp32")],
+)
+def test_auto_precision_is_bf16_only_on_cpus_with_bf16_units(monkeypatch, avx512_bf16, amx, want):
+    import torch
+
+    from cifar10kit.train.config import resolve_amp
+
+    _fake_cpu(monkeypatch, avx512_bf16, amx)
+    amp, why = resolve_amp("auto", torch.device("cpu"))
+    assert amp == want and why.startswith("auto")
+    # An explicit choice is kept whatever the hardware; bf16 without bf16 units comes with a warning.
+    for asked in ("bf16", "fp32"):
+        amp, why = resolve_amp(asked, torch.device("cpu"))
+        assert amp == asked and ("emulated" in why) == (asked == "bf16" and want == "fp32")
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        resolve_amp("int4", torch.device("cpu"))
+
+
+def test_bf16_detection_agrees_with_the_kernels_cpu_flags():
+    """PyTorch's test and Linux's own list of CPU features must tell the same story here."""
+    import torch
+
+    from cifar10kit.train.config import native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this platform")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert native_bf16(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+@pytest.mark.parametrize("amp, dtype", [("fp32", "float32"), ("bf16", "bfloat16")])
+def test_muon_orthogonalises_in_the_runs_precision(amp, dtype):
+    import torch
+
+    from cifar10kit.train.optim import orthogonalise
+    from cifar10kit.train.trainer import build_model, build_optimisers, make_config
+
+    cfg = make_config("smoke", amp=amp)
+    _, muon = build_optimisers(build_model(cfg, 10, torch.device("cpu")), cfg)
+    assert muon.dtype == getattr(torch, dtype)
+    # Either way the result is near-orthogonal: singular values in the iteration's 0.5..1.5 band.
+    g = torch.randn(64, 288, generator=torch.Generator().manual_seed(0))
+    x = orthogonalise(g, dtype=muon.dtype)
+    assert x.dtype == muon.dtype and x.shape == g.shape
+    s = torch.linalg.svdvals(x.float())
+    assert 0.5 < s.min() and s.max() < 1.5

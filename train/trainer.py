@@ -25,7 +25,7 @@ from ..runtime.corruptions import odds_text
 from ..runtime.evaluate import confusion_matrix
 from . import distill, distributed
 from .checkpoint import load_training_state, save_model_checkpoint, save_training_state
-from .config import PRESETS, Config, describe_device, make_config
+from .config import PRESETS, Config, describe_device, make_config, resolve_amp
 from .data import Data, RobustImages, epoch_batches, fetch_data, load_data, steps_per_epoch
 from .model import AirNet, tta_logits
 from .optim import Muon
@@ -51,7 +51,8 @@ def build_optimisers(model: AirNet, cfg: Config) -> tuple[torch.optim.SGD, Muon]
         dict(params=[model.head.weight], lr=cfg.head_lr, weight_decay=wd / cfg.head_lr),
     ]
     sgd = torch.optim.SGD(groups, momentum=cfg.sgd_momentum, nesterov=True)
-    muon = Muon(filters, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    ns_dtype = torch.float32 if cfg.amp == "fp32" else torch.bfloat16  # fp32 means fp32 throughout
+    muon = Muon(filters, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, dtype=ns_dtype)
     for opt in (sgd, muon):
         for g in opt.param_groups:
             g["initial_lr"] = g["lr"]
@@ -66,6 +67,8 @@ def set_lr(sgd: torch.optim.SGD, muon: Muon, step: int, total: int, whiten_steps
 
 
 def autocast(device: torch.device, amp: str):
+    if amp == "auto":  # a run's own config is resolved already; this is for callers with a fresh Config
+        amp = resolve_amp(amp, device)[0]
     if amp == "fp32":
         return torch.autocast(device.type, enabled=False)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
@@ -115,6 +118,9 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         run_dir = Path(cfg.out) / (cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
         # Absolute: the config is the run's record, and a resume may start from another folder.
         cfg = dataclasses.replace(cfg, teacher=tuple(str(Path(t).resolve()) for t in cfg.teacher))
+    # Resolved once and recorded: a resumed run keeps the precision it started with.
+    amp, amp_reason = resolve_amp(cfg.amp, device)
+    cfg = dataclasses.replace(cfg, amp=amp)
     if cfg.batch_size < procs.world:
         raise SystemExit(f"batch size {cfg.batch_size} is smaller than the {procs.world} processes sharing it")
     if ckpt is None and run_dir.exists():
@@ -161,7 +167,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         procs,
         f"training {model.arch} on {data.source} ({len(data.train_x)} images, "
         f"{len(data.class_names)} classes) on {describe_device(device)}, "
-        f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, amp {cfg.amp}"
+        f"{cfg.epochs} epochs of {per_epoch} steps, batch {cfg.batch_size}, {cfg.amp} ({amp_reason})"
         + (f", robustness augmentation on {cfg.robust:.0%} of images" if cfg.robust > 0 else "")
         + (f" (odds {odds_text(cfg.robust_mix)})" if cfg.robust > 0 and cfg.robust_mix else "")
         + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else "")
