@@ -255,11 +255,11 @@ def narrow_weights(model: onnx.ModelProto) -> int:
             bias = _dequantized_initializer(node.input[2], producers, weights)
             if bias is not None:
                 biases.add((bias.input[0], bias.input[1]))
-    for (name, scale), codes in pairs.items():
+    for (name, _), codes in pairs.items():
         put(name, np.round(codes.astype(np.float32) / 2).astype(np.int8))
-        put(scale, (value(scale) * 2).astype(np.float32))
-    for name, scale in biases:
+    for name in {name for name, _ in biases}:
         put(name, np.round(value(name).astype(np.float64) / 2).astype(np.int32))
+    for scale in {scale for _, scale in pairs} | {scale for _, scale in biases}:  # once each, even if shared
         put(scale, (value(scale) * 2).astype(np.float32))
     return len(pairs)
 
