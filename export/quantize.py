@@ -225,15 +225,26 @@ def _dequantized_initializer(node_input: str, producers: dict, weights: dict) ->
     return None
 
 
+def _integer_weights(model: onnx.ModelProto):
+    """(node, its weight's DequantizeLinear, the int8 codes) for each op onnxruntime computes in integers."""
+    from onnx import numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer}
+    producers = {out: n for n in model.graph.node for out in n.output}
+    for node in (n for n in model.graph.node if n.op_type in _INTEGER_OPS):
+        dq = _dequantized_initializer(node.input[1], producers, weights)
+        if dq is not None and (codes := numpy_helper.to_array(weights[dq.input[0]])).dtype == np.int8:
+            yield node, dq, codes
+
+
 def narrow_weights(model: onnx.ModelProto) -> int:
     """Move the int8 weights of integer-computed ops to [-64, 64] in place, each code q becoming round(q/2)
     at twice the scale (one bit of precision, nothing else), and rescale their int32 biases to match (a
     bias's scale is the input's times the weight's). Returns how many weights changed."""
     from onnx import numpy_helper
 
-    g = model.graph
-    weights = {t.name: t for t in g.initializer}
-    producers = {out: n for n in g.node for out in n.output}
+    weights = {t.name: t for t in model.graph.initializer}
+    producers = {out: n for n in model.graph.node for out in n.output}
 
     def value(name: str) -> np.ndarray:
         return numpy_helper.to_array(weights[name])
@@ -243,11 +254,7 @@ def narrow_weights(model: onnx.ModelProto) -> int:
 
     pairs: dict[tuple[str, str], np.ndarray] = {}  # (weight, its scale) -> codes; then biases
     biases: set[tuple[str, str]] = set()
-    for node in (n for n in g.node if n.op_type in _INTEGER_OPS):
-        dq = _dequantized_initializer(node.input[1], producers, weights)
-        if dq is None or value(dq.input[0]).dtype != np.int8:
-            continue
-        codes = value(dq.input[0])
+    for node, dq, codes in list(_integer_weights(model)):
         if np.abs(codes.astype(np.int32)).max() <= NARROW_LIMIT:
             continue  # narrow already (exported with 7-bit weights, or narrowed before)
         pairs[(dq.input[0], dq.input[1])] = codes
@@ -266,13 +273,4 @@ def narrow_weights(model: onnx.ModelProto) -> int:
 
 def widest_weight(model: onnx.ModelProto) -> int:
     """The largest |code| among int8 weights of integer-computed ops (0 if none): <= 64 is safe on AVX2."""
-    from onnx import numpy_helper
-
-    weights = {t.name: t for t in model.graph.initializer}
-    producers = {out: n for n in model.graph.node for out in n.output}
-    widest = 0
-    for node in (n for n in model.graph.node if n.op_type in _INTEGER_OPS):
-        dq = _dequantized_initializer(node.input[1], producers, weights)
-        if dq is not None and (codes := numpy_helper.to_array(weights[dq.input[0]])).dtype == np.int8:
-            widest = max(widest, int(np.abs(codes.astype(np.int32)).max()))
-    return widest
+    return max((int(np.abs(codes.astype(np.int32)).max()) for _, _, codes in _integer_weights(model)), default=0)

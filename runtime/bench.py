@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import contract
-from .cpu import cpu_flags, vector_tier
+from .cpu import cpuinfo_fields, vector_tier
 
 
 def time_model(
@@ -43,13 +43,9 @@ def time_model(
 
 def machine() -> str:
     """The CPU in words, with its vector tier: "AMD EPYC (AVX2, no VNNI or bf16), 2 cores"."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    tier = vector_tier(cpu_flags())
+    name, flags = cpuinfo_fields()
+    cpu = name or platform.processor() or platform.machine()
+    tier = vector_tier(flags)
     return f"{cpu}{f' ({tier})' if tier else ''}, {os.cpu_count()} cores"
 
 

@@ -144,14 +144,21 @@ def physical_cores(cpus: set[int] | None = None, sys_cpu: Path = SYS_CPU) -> int
 PROC_CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo: Path = PROC_CPUINFO) -> set[str]:
-    """The CPU's feature flags as Linux lists them (x86 `flags`, ARM `Features`); empty elsewhere."""
-    flags: set[str] = set()
+def cpuinfo_fields(cpuinfo: Path = PROC_CPUINFO) -> tuple[str | None, set[str]]:
+    """The CPU's model name and feature flags as Linux lists them (x86 `flags`, ARM `Features`);
+    (None, empty) elsewhere."""
+    name, flags = None, set()
     for line in (_read(cpuinfo) or "").splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags |= set(value.split())
-    return flags
+        elif key.strip() == "model name" and name is None:
+            name = value.strip()
+    return name, flags
+
+
+def cpu_flags(cpuinfo: Path = PROC_CPUINFO) -> set[str]:
+    return cpuinfo_fields(cpuinfo)[1]
 
 
 def vector_tier(flags: set[str]) -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from cifar10kit.export import conformance
+from cifar10kit.export.graph import set_metadata
 from cifar10kit.export.quantize import narrow_weights, widest_weight
 from cifar10kit.export.verify import ort_probs
 from cifar10kit.runtime import contract
@@ -32,14 +33,6 @@ def test_images(model: onnx.ModelProto) -> int:
     meta = {p.key: p.value for p in model.metadata_props}
     found = re.search(r"(\d+) images", meta.get(contract.KEY_TEST_SET, ""))
     return int(found.group(1)) if found else 10_000
-
-
-def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    model.metadata_props.add(key=key, value=value)
 
 
 def main() -> int:
@@ -70,9 +63,10 @@ def main() -> int:
     if second.problems():
         print("; ".join(second.problems()), file=sys.stderr)
         return 1
-    set_metadata(model, contract.KEY_TEST_ACCURACY, f"{accuracy:.4f}")
-    exporter = {q.key: q.value for q in model.metadata_props}.get(contract.KEY_EXPORTER, "")
-    set_metadata(model, contract.KEY_EXPORTER, f"{exporter}; int8 weights narrowed to 7 bits".lstrip("; "))
+    meta = {q.key: q.value for q in model.metadata_props}
+    meta[contract.KEY_TEST_ACCURACY] = f"{accuracy:.4f}"
+    meta[contract.KEY_EXPORTER] = f"{meta.get(contract.KEY_EXPORTER, '')}; int8 weights narrowed to 7 bits".lstrip("; ")
+    set_metadata(model, meta)
     data = model.SerializeToString()
     atomic_write(a.dst, lambda f: f.write(data))
     print(f"wrote {a.dst} ({len(data) / 1e6:.1f} MB)")

@@ -67,8 +67,7 @@ def set_lr(sgd: torch.optim.SGD, muon: Muon, step: int, total: int, whiten_steps
 
 
 def autocast(device: torch.device, amp: str):
-    if amp == "auto":  # a run's own config is resolved already; this is for callers with a fresh Config
-        amp = resolve_amp(amp, device)[0]
+    """`amp` as the run's config records it, resolved at the start of train() (never "auto")."""
     if amp == "fp32":
         return torch.autocast(device.type, enabled=False)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
