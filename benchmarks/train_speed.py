@@ -31,12 +31,12 @@ from cifar10kit.runtime.bench import machine
 from cifar10kit.runtime.locations import resolve_data_dir
 from cifar10kit.train.trainer import time_to_accuracy
 
-BIN = Path(sys.executable).parent
-
 
 def run_ours(preset: str, data_dir: str, epochs: int | None, seed: int, out: Path) -> dict:
     cmd = [
-        str(BIN / "cifar10"),
+        sys.executable,
+        "-m",
+        "cifar10kit",
         "train",
         "--preset",
         preset,
@@ -141,25 +141,29 @@ def main() -> int:
         f"mean training {mean_train:.0f} s, with the final evaluation {mean_total:.0f} s "
         f"({mean_total / 60:.1f} min)"
     )
-    anc = None
+
+    def write_json(anchor: dict | None) -> None:
+        if a.json:
+            figures = dict(
+                preset=a.preset,
+                device=device,
+                torch=torch.__version__,
+                seeds=ours,
+                mean_acc=mean_acc,
+                mean_train_seconds=mean_train,
+                anchor=anchor,
+            )
+            Path(a.json).write_text(json.dumps(figures, indent=2))
+
+    write_json(None)  # ours first: an anchor that fails or is stopped leaves our figures behind
     if a.anchor and Path(a.anchor).exists():
         anc = run_anchor(a.anchor, a.data_dir, a.epochs, ours[0]["amp"])
         print(
-            f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.0f} s "
+            f"anchor airbench94_muon: accuracy {anc['final_acc']:.4f}, training {anc['train_seconds']:.1f} s "
             f"(wall {anc['wall_seconds']:.0f} s); precision: ours {ours[0]['amp']}, anchor AMP={anc['amp']}"
         )
         print(f"ratio (anchor training time / ours): {anc['train_seconds'] / mean_train:.2f}x")
-    if a.json:
-        figures = dict(
-            preset=a.preset,
-            device=device,
-            torch=torch.__version__,
-            seeds=ours,
-            mean_acc=mean_acc,
-            mean_train_seconds=mean_train,
-            anchor=anc,
-        )
-        Path(a.json).write_text(json.dumps(figures, indent=2))
+        write_json(anc)
     return 0
 
 

@@ -273,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--teacher",
         action="append",
-        metavar="MODEL.onnx",
-        help="distil: also train toward this exported model's probabilities on each training image "
-        "(repeat for an ensemble; they run once, before training)",
+        metavar="MODEL",
+        help="distil: also train toward this model's probabilities on each training image: an exported "
+        ".onnx, or a finished run (its folder or model.pt, run by PyTorch on the training device with "
+        "flip TTA); repeat for an ensemble; they run once, before training",
     )
     t.add_argument(
         "--distill", type=float, metavar="WEIGHT", help="the teachers' share of each target, 0-1 (default 0.7)"

