@@ -65,12 +65,16 @@ def test_script_reports_every_row_on_real_images(shared_data):
         "300",
         "--model",
         "default",
+        "clean",
         "--json",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    rows = {name: acc["default"] for name, acc in out["accuracy"].items()}
-    assert out["n"] == 300 and len(rows) == 8
-    assert rows["clean"] > 0.85 and abs(rows["YCbCr round trip"] - rows["clean"]) <= 0.02
-    assert rows["quality 75, 4:2:0 (the file)"] < rows["clean"]
+    for model in ("default", "clean"):
+        rows = {name: acc[model] for name, acc in out["accuracy"].items()}
+        assert out["n"] == 300 and len(rows) == 8
+        assert rows["clean"] > 0.85 and abs(rows["YCbCr round trip"] - rows["clean"]) <= 0.02
+    # The JPEG-trained default loses about half a point to the file, within the noise of 300 images (it
+    # scored higher on the file than clean on these); the clean-trained model loses about 8.
+    assert rows["quality 75, 4:2:0 (the file)"] < rows["clean"] - 0.03
