@@ -224,7 +224,7 @@ def built_wheel(tmp_path_factory) -> Path:
 def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
     """Run `cifar10 ARGS` as a user would; returns the CompletedProcess (text)."""
     exe = shutil.which("cifar10", path=str(BIN))
-    # Without the console script (an install with pip --target, as on a borrowed GPU machine): the module.
+    # Without the console script (an install with pip --target, as gpu_check.sh makes): the module.
     cmd = [exe] if exe else [sys.executable, "-m", "cifar10kit"]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
