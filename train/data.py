@@ -8,6 +8,7 @@ single-process run whatever the number of processes.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -117,19 +118,17 @@ class RobustImages:
         self.pool: Executor
         if self.ahead == 1:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust")
+            self.corrupt = functools.partial(robust_corrupt, data.train_u8)
         else:  # spawn: the trainer's process may hold CUDA and threads, which fork would copy half-alive
             ctx = multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(self.ahead, ctx, initializer=_hold_images, initargs=(data.train_u8,))
+            self.corrupt = _corrupt_held  # each worker holds the images once, not once per epoch
         self.pending: dict[int, Future] = {}
 
     def _submit(self, epoch: int) -> None:
         if epoch < self.cfg.epochs and epoch not in self.pending:
-            if self.ahead == 1:
-                args = (self.data.train_u8, self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
-                self.pending[epoch] = self.pool.submit(robust_corrupt, *args)
-            else:
-                args = (self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
-                self.pending[epoch] = self.pool.submit(_corrupt_held, *args)
+            args = (self.cfg.robust, self.cfg.seed, epoch, self.cfg.robust_mix)
+            self.pending[epoch] = self.pool.submit(self.corrupt, *args)
 
     def __call__(self, epoch: int) -> torch.Tensor:
         for ahead in range(self.ahead):

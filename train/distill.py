@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..runtime.atomic import atomic_write
+from .checkpoint import CheckpointError, load_model
+from .data import normalise
+from .model import tta_logits
 
 CACHE_NAME = "teacher_probs.npy"
 
@@ -81,24 +84,17 @@ class CheckpointTeacher:
     (as `cifar10 export --tta flip` would), in fp32."""
 
     def __init__(self, path: str | Path, device: torch.device):
-        from .checkpoint import CheckpointError, load_model
-
         try:
             model, ckpt = load_model(path)
         except CheckpointError as e:
             raise TeacherError(f"teacher {e}") from None
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.class_names = tuple(ckpt["class_names"])
-        self.mean = torch.tensor(ckpt["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(ckpt["std"], device=device).view(1, 3, 1, 1)
-        self.device = device
+        self.mean, self.std, self.device = ckpt["mean"], ckpt["std"], device
 
     @torch.no_grad()
     def predict_probs(self, pixels: np.ndarray) -> np.ndarray:
-        from .model import tta_logits
-
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = normalise(pixels, self.mean, self.std, self.device)
         return F.softmax(tta_logits(self.model, x, "flip").float(), dim=1).cpu().numpy()
 
 
