@@ -31,6 +31,8 @@
 #   MEMBER_EPOCHS     step 7's epochs, fixed (overrides DEADLINE's sizing)
 #   FAST_LIMIT, BEST_LIMIT  seconds after which step 3 or 4 is stopped (default: none), so that a slow
 #                     compile cannot eat the time of what follows
+#   HOLDOUT           training images steps 4 and 7 set aside (`train --holdout`): their accuracy on them
+#                     is reported, to choose members on, and the exports calibrate on them (default 0)
 #
 # --dry-run: one epoch on a tiny slice of the data, on whatever device is there. It checks the script
 # end to end on a CPU machine (the test suite runs it); its figures mean nothing.
@@ -94,6 +96,8 @@ if [[ ${INSTALL:-1} != 0 ]]; then
   fi
 fi
 CLI=("$PY" -m cifar10kit)
+HELD=()
+((${HOLDOUT:-0} > 0)) && HELD=(--holdout "$HOLDOUT")
 if ((DRY)); then
   FAST=(--epochs 1) BEST=(--epochs 1 --subset 500 --batch-size 250) VERIFY=(--verify-n 64) BENCH=(--repeats 5 --batch-size 8)
   MEMBER=(--subset 500 --batch-size 250)
@@ -154,12 +158,13 @@ PY
 # ---------------------------------------------------------------------------------------------
 # 4. best to the end
 
-if step best timeout "${BEST_LIMIT:-0}" "${CLI[@]}" train --preset best --data-dir "$DATA" --out "$WORK" --name best "${BEST[@]}"; then
+if step best timeout "${BEST_LIMIT:-0}" "${CLI[@]}" train --preset best --data-dir "$DATA" --out "$WORK" --name best "${BEST[@]}" "${HELD[@]}"; then
   "$PY" - "$WORK/best/summary.json" <<'PY' | tee -a "$REPORT"
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(f"  best: {s['arch']}, {s['epochs']} epochs, {s['train_seconds']:.1f} s training; "
-      f"test accuracy {s['test_acc']:.4f} (TTA {s['tta']}), {s['test_acc_no_tta']:.4f} without")
+      f"test accuracy {s['test_acc']:.4f} (TTA {s['tta']}), {s['test_acc_no_tta']:.4f} without"
+      + (f"; held-out {s['holdout_acc']:.4f} on {s['holdout_images']}" if "holdout_acc" in s else ""))
 PY
 fi
 
@@ -214,7 +219,7 @@ train_members() {
     name=mix-s$i
     local cmd=("${CLI[@]}" train --preset accurate --data-dir "$DATA" --out "$WORK/members" --name "$name"
       --epochs "$epochs" --crop-epochs $((epochs / 4)) --cutout 12 --translate 4 --robust 0.5
-      --teacher "$teacher" --distill 0.7 --seed "$i" "${MEMBER[@]}")
+      --teacher "$teacher" --distill 0.7 --seed "$i" "${MEMBER[@]}" "${HELD[@]}")
     echo "=== member $name: ${cmd[*]}" >>"$LOG"
     say "  cifar10 ${cmd[*]:3}"
     timeout "$limit" "${cmd[@]}" >"$WORK/member-$name.log" 2>&1 &
@@ -228,7 +233,8 @@ train_members() {
 import json, pathlib, sys
 s = json.load(open(sys.argv[1]))
 print(f"  {pathlib.Path(sys.argv[1]).parent.name}: {s['epochs']} epochs, {s['train_seconds']:.1f} s; "
-      f"test {s['test_acc']:.4f} (TTA {s['tta']}), {s['test_acc_no_tta']:.4f} without")
+      f"test {s['test_acc']:.4f} (TTA {s['tta']}), {s['test_acc_no_tta']:.4f} without"
+      + (f"; held-out {s['holdout_acc']:.4f}" if "holdout_acc" in s else ""))
 PY
   done
   return $rc

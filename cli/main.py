@@ -35,6 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, value in (("--translate", args.translate), ("--cutout", args.cutout)):
         if value is not None and value < 0:
             fail(f"{flag} {value}: a number of pixels, 0 or more (0 turns it off)", EXIT_USAGE)
+    if args.holdout is not None and args.holdout < 0:
+        fail(f"--holdout {args.holdout}: a number of training images, 0 or more (0: none held out)", EXIT_USAGE)
     if args.robust is not None and not 0 <= args.robust <= 1:
         fail(f"--robust {args.robust}: a share of the images, from 0 to 1 (e.g. 0.4)", EXIT_USAGE)
     if args.distill is not None and not 0 <= args.distill <= 1:
@@ -62,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         subset=args.subset,
+        holdout=args.holdout,
         tta=args.tta,
         amp=args.amp,
         compile=args.compile or None,
@@ -83,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runtime.dataset import DatasetError
     from .runtime.preprocess import ImageError
     from .train.checkpoint import CheckpointError
+    from .train.data import HoldoutError
     from .train.distill import TeacherError
 
     try:
@@ -90,7 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: the last completed epoch is saved; continue with --resume RUN_DIR", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DatasetError, TeacherError) as e:  # no data where it was asked for; a teacher with other classes
+    except (
+        DatasetError,
+        TeacherError,
+        HoldoutError,
+    ) as e:  # no data where it was asked for; a teacher with other classes
         fail(str(e), EXIT_USAGE)
     except (CheckpointError, ImageError) as e:  # a damaged checkpoint to resume, an unreadable file
         fail(str(e), EXIT_FAILED)
@@ -241,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="Muon learning rate for conv filters")
     t.add_argument("--seed", type=int)
     t.add_argument("--subset", type=int, help="train on the first N images only")
+    t.add_argument(
+        "--holdout",
+        type=int,
+        metavar="N",
+        help="set N training images aside (the same ones in every run, classes balanced) and measure them "
+        "every evaluation: decide on them, not on the test set; `export` then calibrates on them",
+    )
     t.add_argument("--tta", choices=["none", "flip", "translate"], help="TTA for the final evaluation")
     t.add_argument("--crop-epochs", type=int, help="train the first N epochs on random crops (fewer FLOPs)")
     t.add_argument("--crop-size", type=int, help="side of those crops in pixels (default 24)")

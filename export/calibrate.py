@@ -84,7 +84,8 @@ def uncertainty_threshold(probs: np.ndarray, labels: np.ndarray, window: int = 2
     """Top-1 probability below which predictions are more often wrong than right.
 
     Sorted by confidence, a sliding window's accuracy rises with it; the threshold is the confidence
-    where that accuracy first reaches 50%. Chosen on held-out (test) images, never training ones."""
+    where that accuracy first reaches 50%. Chosen on images the net never trained on: held-out training
+    images or test images."""
     conf = probs.max(1)
     order = np.argsort(conf)
     correct = (probs.argmax(1) == labels)[order].astype(np.float64)

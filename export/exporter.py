@@ -2,10 +2,11 @@
 
 The recipe (`export` below): load the checkpoint (train/checkpoint.py); wrap the net so the graph
 takes raw pixels (graph.py); one PyTorch pass over the verification images (verify.py); fit the
-softmax temperature on half of them (calibrate.py); export and check the ONNX graph; compare
-onnxruntime with PyTorch; make the fp16 or int8 variant (quantize.py) and compare it with fp32;
-run the final file in a second ONNX runtime (conformance.py); write the metadata, and only then
-move the file into place. Any failed check refuses the export and leaves nothing behind.
+softmax temperature on the training images the run held out, else on half the test images
+(calibrate.py); export and check the ONNX graph; compare onnxruntime with PyTorch; make the fp16 or
+int8 variant (quantize.py) and compare it with fp32; run the final file in a second ONNX runtime
+(conformance.py); write the metadata, and only then move the file into place. Any failed check
+refuses the export and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def export(
     arithmetic in half precision, for GPUs) or 'int8' (static quantisation calibrated on training
     images; `calibration_n` of them set the int8 ranges). A variant is refused if its accuracy falls
     more than `max_drop` below fp32's.
-    calibrate: fit a softmax temperature on half the labelled verification images (see
-    `calibrate.fit_temperature`) so that the probabilities in the file are honest confidences."""
+    calibrate: fit a softmax temperature (see `calibrate.fit_temperature`) so that the probabilities in
+    the file are honest confidences: on the training images the members held out (`train --holdout`),
+    else on half the labelled verification images. The uncertainty threshold comes from the same images."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
     output = Path(output)
@@ -83,8 +85,19 @@ def export(
     pixels, labels, test_set = verify.verification_set(ckpt, data_dir, verify_n, log)
     logits = verify.torch_logits(module, pixels)
 
-    # 2. Honest confidences: the temperature goes into the graph.
-    calibration = fit_calibration(logits.numpy(), labels, log) if calibrate else {}
+    # 2. Honest confidences: the temperature goes into the graph. Fitted on training images the members
+    # set aside where they did (`train --holdout`), so the test set only measures; else on test images.
+    held = verify.holdout_set(ckpts, data_dir, log)
+    if held is not None:
+        cal_pixels, cal_labels, cal_set = held
+        log(f"calibrating on {cal_set}")
+        cal_logits = verify.torch_logits(module, cal_pixels).numpy()
+    else:
+        cal_pixels, cal_labels, cal_logits = pixels, labels, logits.numpy()
+        cal_set = test_set
+    calibration = fit_calibration(cal_logits, cal_labels, log) if calibrate else {}
+    if calibration and held is None:
+        cal_set += " (the temperature on its even-numbered images)"
     if calibration:
         module.temperature.fill_(calibration["temperature"])
     with torch.no_grad():
@@ -105,6 +118,7 @@ def export(
         refuse(check.problems())
 
         # 4. The smaller variant, made from the verified fp32 file and compared with it.
+        final = staged
         if precision != "fp32":
             variant = Path(tmp) / f"{precision}.onnx"
             make_variant(staged, variant, precision, data_dir, pixels, calibration_n)
@@ -112,13 +126,16 @@ def export(
             drop = verify.compare_variant(precision, vprobs, probs, labels, log)
             if drop is not None and drop > max_drop:
                 refuse([f"{precision} loses {drop:.2%} accuracy (limit {max_drop:.2%})"])
-            model, probs = onnx.load(str(variant)), vprobs
+            model, probs, final = onnx.load(str(variant)), vprobs, variant
             meta[contract.KEY_PRECISION] = precision
 
         # 5. The final file: its measured accuracy in the metadata, then the same answers elsewhere.
         if labels is not None:
             meta[contract.KEY_TEST_ACCURACY] = f"{float((probs.argmax(1) == labels).mean()):.4f}"
-            meta[contract.KEY_THRESHOLD] = f"{uncertainty_threshold(probs, labels):.4f}"
+        if cal_labels is not None:
+            cal_probs = probs if held is None else verify.ort_probs(final, cal_pixels)
+            meta[contract.KEY_THRESHOLD] = f"{uncertainty_threshold(cal_probs, cal_labels):.4f}"
+            meta[contract.KEY_CALIBRATION_SET] = cal_set
         set_metadata(model, meta)
         onnx.save(model, str(staged))
         second = conformance.check(staged, pixels, probs, labels)

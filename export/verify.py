@@ -6,7 +6,7 @@ at hand (accuracy is then measured too), random pixels otherwise (agreement only
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,35 @@ def verification_set(
         0, 256, size=(n or 1000, contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS), dtype=np.uint8
     )
     return x, None, ""
+
+
+def holdout_set(
+    ckpts: Sequence[dict[str, Any]], data_dir: str | None, log: Callable[[str], object]
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The CIFAR-10 training images every member set aside (`cifar10 train --holdout N`): pixels, labels
+    and a description; None (saying why, where it matters) when there are none to use."""
+    from ..train.data import holdout_split
+
+    configs = [c.get("config", {}) for c in ckpts]
+    splits = {(int(c.get("holdout", 0)), int(c.get("subset", 0))) for c in configs}
+    if all(n == 0 for n, _ in splits):
+        return None
+    if len(splits) > 1:
+        log("note: the members held out different training images; calibrating on test images instead")
+        return None
+    if any(c.get("dataset", "CIFAR-10") != "CIFAR-10" for c in ckpts):
+        log("note: held-out images are used from CIFAR-10 runs only; calibrating on test images instead")
+        return None
+    ((n, subset),) = splits
+    try:
+        x, y, _ = load_cifar10(data_dir, "train")
+    except Exception as e:  # noqa: BLE001 - no training data here: the test images still calibrate
+        log(f"note: no CIFAR-10 training data ({e}); calibrating on test images instead")
+        return None
+    if subset:
+        x, y = x[:subset], y[:subset]
+    _, held = holdout_split(y, n)
+    return x[held], y[held], f"{len(held)} CIFAR-10 training images held out of training (--holdout {n})"
 
 
 @torch.no_grad()

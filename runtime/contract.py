@@ -68,6 +68,7 @@ KEY_EXPORTER = "exporter"  # exporter name and version, torch and onnx versions
 KEY_PRECISION = "precision"  # "fp32", "fp16" or "int8"
 KEY_GFLOP_PER_IMAGE = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
 KEY_TEMPERATURE = "temperature"  # softmax temperature inside the graph, fitted at export ("1.0000": none)
+KEY_CALIBRATION_SET = "calibration_set"  # what the temperature and uncertainty threshold were fitted on
 OPTIONAL_KEYS = (
     KEY_TEST_SET,
     KEY_CHECKPOINT_SHA256,
@@ -79,6 +80,7 @@ OPTIONAL_KEYS = (
     KEY_PRECISION,
     KEY_GFLOP_PER_IMAGE,
     KEY_TEMPERATURE,
+    KEY_CALIBRATION_SET,
 )
 
 CIFAR10_CLASSES = (
@@ -130,6 +132,7 @@ class ModelInfo:
     precision: str = "fp32"
     gflop_per_image: float | None = None
     temperature: float | None = None
+    calibration_set: str | None = None
     # from the graph, not the metadata
     has_cam: bool = False
     raw: dict[str, str] = field(default_factory=dict)
@@ -176,6 +179,7 @@ class ModelInfo:
             precision=meta.get(KEY_PRECISION) or "fp32",
             gflop_per_image=_number(meta, KEY_GFLOP_PER_IMAGE, source),
             temperature=_number(meta, KEY_TEMPERATURE, source),
+            calibration_set=meta.get(KEY_CALIBRATION_SET) or None,
             has_cam=has_cam,
             raw=dict(meta),
         )

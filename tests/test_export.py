@@ -185,6 +185,8 @@ def test_export_calibrates_on_held_out_half(trained_run, calibrated_export, tmp_
     assert export(trained_run, raw, **quiet)["metadata"][C.KEY_TEMPERATURE] == "1.0000"
     fit = result["calibration"]
     assert fit["fit_images"] == fit["held_out_images"] == 500
+    want = "CIFAR-10 test batch, 1000 images (the temperature on its even-numbered images)"
+    assert result["metadata"][C.KEY_CALIBRATION_SET] == want
     assert fit["ece_after"] < fit["ece_before"]  # measured on the half the fit never saw
     t = float(result["metadata"][C.KEY_TEMPERATURE])
     assert t == pytest.approx(fit["temperature"], abs=1e-4) and abs(t - 1) > 0.05

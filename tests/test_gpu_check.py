@@ -20,6 +20,7 @@ def test_gpu_check_dry_run_reports_every_step(tiny_cifar, tmp_path):
         "AIRBENCH_ANCHOR": "",
         "MEMBERS": "2",
         "MEMBER_EPOCHS": "1",
+        "HOLDOUT": "100",  # `best` and the members set the same training images aside and report them
     }
     proc = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"],
@@ -43,6 +44,9 @@ def test_gpu_check_dry_run_reports_every_step(tiny_cifar, tmp_path):
     assert "members: 2 x accurate, 1 epochs each, side by side, distilled from best" in report
     for name in ("mix-s0", "mix-s1"):
         assert f"  {name}: 1 epochs" in report, report
+    held = [line for line in report.splitlines() if "held-out" in line]
+    assert len(held) == 3 and "held-out" in held[0] and " on 100" in held[0], report
+    assert "--holdout 100" in report and "learned from images this run sets aside" not in log
     parts = sorted((tmp_path / "out").glob("runs.part*"))
     assert parts
     back = subprocess.run(

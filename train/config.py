@@ -44,6 +44,7 @@ class Config:
     tta: str = "translate"  # final evaluation: none | flip | translate
     seed: int = 0
     subset: int = 0  # use only the first N training images (smoke tests)
+    holdout: int = 0  # training images set aside to decide on instead of the test set (data.holdout_split)
     eval_every: int = 1
     amp: str = "auto"  # auto (bf16 where the hardware computes it, else fp32) | bf16 | fp16 (CUDA) | fp32
     compile: bool = False

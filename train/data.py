@@ -40,6 +40,8 @@ class Data:
     source: str
     train_u8: np.ndarray | None = None  # raw NHWC pixels, kept for robustness augmentation and teachers
     train_soft: torch.Tensor | None = None  # the teachers' probabilities per training image (distillation)
+    holdout_x: torch.Tensor | None = None  # training images set aside (`--holdout`), normalised like the rest
+    holdout_y: torch.Tensor | None = None
 
 
 def normalise(images: np.ndarray, mean, std, device) -> torch.Tensor:
@@ -70,6 +72,10 @@ def load_data(cfg: Config, device: torch.device) -> Data:
     if cfg.subset:
         tr_x, tr_y = tr_x[: cfg.subset], tr_y[: cfg.subset]
         te_x, te_y = te_x[: max(cfg.subset // 5, 100)], te_y[: max(cfg.subset // 5, 100)]
+    ho_x = ho_y = None
+    if cfg.holdout:
+        kept, held = holdout_split(tr_y, cfg.holdout)
+        ho_x, ho_y, tr_x, tr_y = tr_x[held], tr_y[held], tr_x[kept], tr_y[kept]
     return Data(
         normalise(tr_x, mean, std, device),
         torch.from_numpy(tr_y).to(device),
@@ -80,7 +86,38 @@ def load_data(cfg: Config, device: torch.device) -> Data:
         std,
         source,
         train_u8=tr_x if cfg.robust > 0 or cfg.teacher else None,
+        holdout_x=None if ho_x is None else normalise(ho_x, mean, std, device),
+        holdout_y=None if ho_y is None else torch.from_numpy(ho_y).to(device),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The held-out images: decisions without the test set
+
+HOLDOUT_SEED = 20261130  # not the run's seed: every run (and its teachers) sets the same images aside
+
+
+class HoldoutError(ValueError):
+    """--holdout asks for more images than there are to train on."""
+
+
+def holdout_split(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices kept for training, indices held out): `n` images as evenly spread over the classes as
+    their counts allow, chosen by a fixed shuffle, so runs of any seed, their teachers and the exporter
+    all set the same images aside. Both index arrays are sorted."""
+    labels = np.asarray(labels)
+    if not 0 < n < len(labels):
+        raise HoldoutError(
+            f"--holdout {n}: there are {len(labels)} training images; hold out fewer (e.g. {len(labels) // 10})"
+        )
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(labels))
+    rank = np.empty(len(labels), dtype=np.int64)  # each image's place among its class, in shuffled order
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        rank[members] = np.arange(len(members))
+    # First every class's first shuffled image, then every class's second, ...: balanced classes.
+    held = np.sort(order[np.argsort(rank[order], kind="stable")[:n]])
+    return np.setdiff1d(np.arange(len(labels)), held), held
 
 
 # ----------------------------------------------------------------------------------------------

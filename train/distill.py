@@ -40,12 +40,24 @@ class TeacherError(ValueError):
 
 
 def teacher_probs(
-    paths: Sequence[str], images: np.ndarray, class_names: Sequence[str], device: torch.device | str = "cpu"
+    paths: Sequence[str],
+    images: np.ndarray,
+    class_names: Sequence[str],
+    device: torch.device | str = "cpu",
+    holdout: int = 0,
 ) -> np.ndarray:
     """The mean of the teachers' probabilities for uint8 NHWC `images`, float32 [N, classes].
-    Checkpoint teachers run on `device`; `.onnx` ones on onnxruntime's best provider."""
+    Checkpoint teachers run on `device`; `.onnx` ones on onnxruntime's best provider. `holdout`: the
+    student's `--holdout`, to say when a teacher was trained on the images the student sets aside."""
     # every one checked before minutes of work
     teachers = [_open_teacher(path, class_names, torch.device(device)) for path in paths]
+    for path, teacher in zip(paths, teachers):
+        if holdout and getattr(teacher, "holdout", holdout) != holdout:
+            print(
+                f"note: teacher {path} was trained with --holdout {teacher.holdout}, this run holds out "
+                f"{holdout}: it learned from images this run sets aside, so the held-out figure reads high",
+                flush=True,
+            )
     total = np.zeros((len(images), len(class_names)), np.float64)
     chunk = 1024  # the progress bar's step; predict_probs batches within it
     for n, (path, teacher) in enumerate(zip(paths, teachers), 1):
@@ -91,6 +103,7 @@ class CheckpointTeacher:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.class_names = tuple(ckpt["class_names"])
         self.mean, self.std, self.device = ckpt["mean"], ckpt["std"], device
+        self.holdout = int(ckpt.get("config", {}).get("holdout", 0))
 
     @torch.no_grad()
     def predict_probs(self, pixels: np.ndarray) -> np.ndarray:
@@ -104,6 +117,7 @@ def load_or_compute(
     images: np.ndarray,
     class_names: Sequence[str],
     device: torch.device | str = "cpu",
+    holdout: int = 0,
 ) -> np.ndarray:
     """The run's cached teacher probabilities, or new ones (cached once `run_dir` exists)."""
     cache = run_dir / CACHE_NAME
@@ -116,7 +130,7 @@ def load_or_compute(
             if probs.shape == (len(images), len(class_names)):
                 return probs
             print(f"{cache} holds {probs.shape}, not ({len(images)}, {len(class_names)}): recomputing it")
-    return teacher_probs(paths, images, class_names, device)
+    return teacher_probs(paths, images, class_names, device, holdout)
 
 
 def save_cache(run_dir: Path, probs: np.ndarray) -> None:

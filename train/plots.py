@@ -23,6 +23,9 @@ def plot_run(run_dir: Path, history: list[dict[str, Any]], confusion: np.ndarray
     tested = [(r["epoch"], r["test_acc"]) for r in history if r["test_acc"] is not None]
     if tested:
         ax2.plot(*zip(*tested), marker="o", label="test (no TTA)")
+    held = [(r["epoch"], r["holdout_acc"]) for r in history if r.get("holdout_acc") is not None]
+    if held:
+        ax2.plot(*zip(*held), marker="o", label="held-out training images (no TTA)")
     ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
     ax2.grid(alpha=0.3)
     ax2.legend()

@@ -174,6 +174,8 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
         + (f", cutout {cfg.cutout}x{cfg.cutout}" if cfg.cutout > 0 else "")
         + (f", distilling from {len(cfg.teacher)} teacher(s) at weight {cfg.distill}" if cfg.teacher else ""),
     )
+    if data.holdout_y is not None:
+        log(procs, f"{len(data.holdout_y)} training images held out: never trained on, measured every evaluation")
     if procs.world > 1:
         log(
             procs,
@@ -236,6 +238,7 @@ def train(cfg: Config, resume: str | None = None) -> Path | None:
             train_loss=loss_sum / seen,
             train_acc=correct / seen,
             test_acc=None,
+            holdout_acc=None,
             epoch_seconds=round(epoch_seconds, 2),
             train_seconds=round(train_seconds, 2),
             images_per_s=round(seen / epoch_seconds, 1),
@@ -260,7 +263,7 @@ def teach(
     hands them to the others."""
     probs = None
     if procs.main:
-        probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names, device)
+        probs = distill.load_or_compute(run_dir, cfg.teacher, data.train_u8, data.class_names, device, cfg.holdout)
     probs = distributed.broadcast_object(procs, probs, device)
     if cfg.robust <= 0:
         data.train_u8 = None  # only the teachers needed the raw pixels
@@ -277,6 +280,8 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
     row, epoch = history[-1], history[-1]["epoch"]
     if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
         row["test_acc"] = accuracy(predict_logits(model, data.test_x, cfg, "none"), data.test_y)
+        if data.holdout_x is not None:
+            row["holdout_acc"] = accuracy(predict_logits(model, data.holdout_x, cfg, "none"), data.holdout_y)
     _write_metrics(run_dir, history)
     save_training_state(
         run_dir / "last.pt",
@@ -288,9 +293,10 @@ def end_of_epoch(run_dir: Path, model: AirNet, data: Data, cfg: Config, history:
         history=history,
     )
     test = f"{row['test_acc']:.4f}" if row["test_acc"] is not None else "-"
+    held = f"holdout {row['holdout_acc']:.4f}  " if row.get("holdout_acc") is not None else ""
     print(
         f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
-        f"test {test}  {row['epoch_seconds']:6.1f}s  {row['images_per_s']:7.0f} img/s  "
+        f"{held}test {test}  {row['epoch_seconds']:6.1f}s  {row['images_per_s']:7.0f} img/s  "
         f"total {row['train_seconds']:7.1f}s",
         flush=True,
     )
@@ -323,6 +329,7 @@ def evaluate_and_save(run_dir: Path, model: AirNet, data: Data, cfg: Config, his
     summary = dict(
         test_acc=acc,
         test_acc_no_tta=plain,
+        **holdout_figures(model, data, cfg, history),
         tta=cfg.tta,
         train_seconds=history[-1]["train_seconds"],
         eval_seconds=round(eval_seconds, 2),  # the final (TTA) evaluation, not counted in train_seconds
@@ -350,11 +357,24 @@ def evaluate_and_save(run_dir: Path, model: AirNet, data: Data, cfg: Config, his
         plot_run(run_dir, history, confusion, data.class_names)
     except ImportError:
         print("matplotlib not installed: skipped the plots")
+    if "holdout_acc" in summary:
+        print(f"held-out training images: {summary['holdout_acc']:.4f} (TTA {cfg.tta})")
     print(
         f"done: test accuracy {acc:.4f} (TTA {cfg.tta}; {plain:.4f} without) after "
         f"{summary['train_seconds']:.1f}s of training + {eval_seconds:.1f}s evaluating -> {run_dir / 'model.pt'}"
     )
     return run_dir
+
+
+def holdout_figures(model: AirNet, data: Data, cfg: Config, history: list) -> dict[str, Any]:
+    """The held-out images' accuracy with the run's TTA and without, for the summary ({} without a holdout)."""
+    if data.holdout_x is None:
+        return {}
+    return dict(
+        holdout_acc=accuracy(predict_logits(model, data.holdout_x, cfg, cfg.tta), data.holdout_y),
+        holdout_acc_no_tta=history[-1]["holdout_acc"],
+        holdout_images=len(data.holdout_y),
+    )
 
 
 def time_to_accuracy(history: list[dict[str, Any]], target: float) -> float | None:
