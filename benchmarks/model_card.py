@@ -79,9 +79,11 @@ def in_training_text(summary: dict) -> str:
     return f"{summary['test_acc']:.4f} with {summary['tta']} TTA, {summary['test_acc_no_tta']:.4f} without"
 
 
-def reproduce_lines(members: list[tuple[str, tuple[dict, dict, list[dict]]]], hardware: str, recipe: dict) -> list[str]:
+def reproduce_lines(
+    members: list[tuple[str, tuple[dict, dict, list[dict]]]], hardware: str, recipe: dict, cascade: dict | None = None
+) -> list[str]:
     """How each member was trained ((run name, read_run) pairs): its command, recipe and time, for one
-    net or each of an ensemble's."""
+    net or each of an ensemble's (`cascade`: the file's cascade metadata, when it is one)."""
     if len(members) <= 1:
         config, summary, metrics = members[0][1] if members else (recipe, {}, [])
         return [
@@ -89,7 +91,13 @@ def reproduce_lines(members: list[tuple[str, tuple[dict, dict, list[dict]]]], ha
             "",
             f"Hardware: {hardware}. " + (training_text(summary, metrics) if summary else ""),
         ]
-    lines = [f"An ensemble of {len(members)} nets, their logits averaged in the graph. Hardware: {hardware}.", ""]
+    how = f"An ensemble of {len(members)} nets, their logits averaged in the graph."
+    if cascade:
+        how = (
+            f"A cascade of {len(members)} nets: member 1 answers alone where its calibrated top probability is "
+            f"{cascade['threshold']:g} or more, and the others join it (their logits averaged) where it is less."
+        )
+    lines = [f"{how} Hardware: {hardware}.", ""]
     for k, (name, (config, summary, metrics)) in enumerate(members, 1):
         lines.append(
             f"- Member {k} (`{name}`): {recipe_text(config)} {training_text(summary, metrics)} "
@@ -106,6 +114,16 @@ def calibration_text(info, probs: np.ndarray, labels: np.ndarray, ece: float) ->
             "at the top end: read probabilities as ranks more than as frequencies."
         )
     held = expected_calibration_error(probs[1::2], labels[1::2])
+    if info.cascade:
+        t_first, t_all = info.cascade["temperatures"]
+        return (
+            f"Expected calibration error (15 bins): {ece:.4f} on all 10,000 test images, {held:.4f} on the "
+            f"5,000 odd-numbered ones. Label smoothing trains the nets to be under-confident; the exporter fitted "
+            f"two softmax temperatures ({info.calibration_set or 'on the even-numbered test images'}): {t_first:.3f} "
+            f"for the first net's answers alone and {t_all:.3f} for every net's together, each chosen to minimise "
+            "the negative log-likelihood, so a 90% in this file is right about 90% of the time whichever stage "
+            "answered. No prediction changes."
+        )
     return (
         f"Expected calibration error (15 bins): {ece:.4f} on all 10,000 test images, {held:.4f} on the "
         f"5,000 odd-numbered ones that the calibration never saw. Label smoothing trains the net to be "
@@ -259,7 +277,7 @@ def main() -> int:
         a.export_command,
         "```",
         "",
-        *reproduce_lines(members, a.hardware or machine(), json.loads(info.raw.get("recipe", "{}"))),
+        *reproduce_lines(members, a.hardware or machine(), json.loads(info.raw.get("recipe", "{}")), info.cascade),
         "",
         "## Accuracy (CIFAR-10 test set, 10,000 images, measured through onnxruntime on this file)",
         "",

@@ -165,6 +165,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .runtime.dataset import DatasetError
     from .train.checkpoint import CheckpointError
 
+    if args.cascade is not None and not (len(args.checkpoint) >= 2 and 0 < args.cascade < 1):
+        fail(
+            f"--cascade {args.cascade}: give two or more checkpoints (the first answers alone when sure) and a "
+            "threshold between 0 and 1, e.g. --cascade 0.95",
+            EXIT_USAGE,
+        )
     try:
         precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
         result = export(
@@ -176,6 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             precision=precision,
             calibrate=not args.no_calibrate,
             calibration_n=args.calibration_images or CALIBRATION_IMAGES,
+            cascade=args.cascade,
         )
     except DatasetError as e:
         fail(str(e), EXIT_USAGE)
@@ -341,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-calibrate",
         action="store_true",
         help="keep the net's raw confidences (default: fit a softmax temperature on half the verification images)",
+    )
+    e.add_argument(
+        "--cascade",
+        type=float,
+        nargs="?",
+        const=0.95,
+        metavar="THRESHOLD",
+        help="with several checkpoints: the first net answers alone where its calibrated top probability is "
+        "THRESHOLD or more (default 0.95), the others join where it is less; one file, most images at one "
+        "net's cost",
     )
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)

@@ -19,14 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
 from ..runtime import contract
 from ..runtime.dataset import file_digest
+from ..runtime.evaluate import expected_calibration_error
 from ..train.checkpoint import CheckpointError, load_model, resolve_checkpoint  # noqa: F401 - the export API
 from . import conformance, verify
-from .calibrate import fit_calibration, uncertainty_threshold
+from .calibrate import MIN_CALIBRATION_IMAGES, fit_calibration, uncertainty_threshold
 from .flops import gflop_per_image
 from .graph import Deployable, export_onnx, set_metadata
 from .quantize import CALIBRATION_IMAGES, make_variant
@@ -48,6 +50,7 @@ def export(
     calibrate: bool = True,
     calibration_n: int = CALIBRATION_IMAGES,
     log: Callable[[str], object] = print,
+    cascade: float | None = None,
 ) -> dict[str, Any]:
     """Export, verify and write `output`; returns the metadata and the figures of every check.
 
@@ -61,9 +64,15 @@ def export(
     more than `max_drop` below fp32's.
     calibrate: fit a softmax temperature (see `calibrate.fit_temperature`) so that the probabilities in
     the file are honest confidences: on the training images the members held out (`train --holdout`),
-    else on half the labelled verification images. The uncertainty threshold comes from the same images."""
+    else on half the labelled verification images. The uncertainty threshold comes from the same images.
+    cascade: with several checkpoints, a threshold in (0, 1): the first net answers alone where its
+    calibrated top probability reaches it, the others join where it does not (export/cascade.py)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
+    if cascade is not None:
+        return export_cascade(
+            checkpoint, output, cascade, data_dir, tta, verify_n, precision, max_drop, calibrate, calibration_n, log
+        )
     output = Path(output)
 
     def refuse(problems: list[str]) -> None:
@@ -71,15 +80,11 @@ def export(
             raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
 
     # 1. The checkpoint(s), wrapped to take raw pixels; PyTorch's answers on the verification images.
-    paths = [
-        resolve_checkpoint(c) for c in ([checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else checkpoint)
-    ]
-    if not paths:
-        raise ValueError("no checkpoint to export")
+    paths = checkpoint_paths(checkpoint)
     nets, ckpts = zip(*(load_model(p) for p in paths))
     refuse(members_differ(paths, ckpts))
     ckpt = ckpts[0]
-    tta = tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")  # 2 views: speed/accuracy balance
+    tta = default_tta(tta, ckpt)
     module = Deployable(nets, ckpt["mean"], ckpt["std"], tta).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     pixels, labels, test_set = verify.verification_set(ckpt, data_dir, verify_n, log)
@@ -150,6 +155,192 @@ def export(
         "calibration": calibration,
         "conformance": second.__dict__,
         "bytes": size,
+    }
+
+
+def default_tta(tta: str | None, ckpt: dict[str, Any]) -> str:
+    """As asked; else flip for nets trained with TTA (2 views: the speed/accuracy balance), else none."""
+    return tta or ("flip" if ckpt.get("tta") in ("flip", "translate") else "none")
+
+
+def checkpoint_paths(checkpoint: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    many = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if not many:
+        raise ValueError("no checkpoint to export")
+    return [resolve_checkpoint(c) for c in many]
+
+
+# ----------------------------------------------------------------------------------------------
+# A cascade: two stages, each exported and verified as above, composed into one file
+
+
+def export_cascade(
+    checkpoint: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    threshold: float,
+    data_dir: str | None = None,
+    tta: str | None = None,
+    verify_n: int = 0,
+    precision: str = "fp32",
+    max_drop: float = 0.01,
+    calibrate: bool = True,
+    calibration_n: int = CALIBRATION_IMAGES,
+    log: Callable[[str], object] = print,
+) -> dict[str, Any]:
+    """`export` for a cascade: the first checkpoint is the first stage, the others the rest. Each stage is
+    exported and checked by `export` (at temperature 1), then the composed graph is checked against the
+    stages' own answers and in a second runtime."""
+    from .cascade import cascade_probs, combined_scores, compose
+
+    output = Path(output)
+    paths = checkpoint_paths(checkpoint)
+    if len(paths) < 2:
+        raise ValueError("a cascade needs two or more checkpoints: the first answers alone when it is sure")
+    if not 0 < threshold < 1:
+        raise ValueError(f"cascade threshold {threshold}: a probability between 0 and 1 (e.g. 0.95)")
+    nets, ckpts = zip(*(load_model(p) for p in paths))
+    if problems := members_differ(paths, ckpts):
+        raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
+    tta = default_tta(tta, ckpts[0])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pixels, labels, test_set = verify.verification_set(ckpts[0], data_dir, verify_n, log)
+    held = verify.holdout_set(ckpts, data_dir, log)
+    cal_pixels, cal_labels, cal_set = held if held is not None else (pixels, labels, test_set)
+    k = len(paths) - 1
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+        # 1. The stages, each a verified contract file of its own.
+        stages = [Path(tmp) / "first.onnx", Path(tmp) / "rest.onnx"]
+        for stage, members in zip(stages, (paths[:1], paths[1:])):
+            log(f"cascade, {stage.stem} stage: {', '.join(map(str, members))}")
+            export(members, stage, data_dir, tta, verify_n, precision, max_drop, False, calibration_n, log)
+        first, rest = (verify.ort_probs(stage, pixels) for stage in stages)
+
+        # 2. Two temperatures, on the same images `export` would calibrate on.
+        calibration: dict[str, Any] = {}
+        if calibrate:
+            answers = (first, rest) if held is None else tuple(verify.ort_probs(s, cal_pixels) for s in stages)
+            calibration = cascade_calibration(*answers, k, threshold, cal_labels, log)
+            if calibration and held is None:
+                cal_set += " (the temperatures on its even-numbered images)"
+        t_first, t_all = calibration.get("temperature", 1.0), calibration.get("temperature_all", 1.0)
+
+        # 3. The composed graph, against the stages' answers.
+        model = compose(*(onnx.load(str(s)) for s in stages), k, threshold, t_first, t_all)
+        staged = Path(tmp) / "cascade.onnx"
+        onnx.save(model, str(staged))
+        want, unsure = cascade_probs(first, rest, k, threshold, t_first, t_all)
+        probs = verify.ort_probs(staged, pixels)
+        check = verify.Verification(
+            n=len(pixels),
+            max_abs_diff=float(np.abs(probs - want).max()),
+            agreement=float((probs.argmax(1) == want.argmax(1)).mean()),
+            torch_accuracy=None if labels is None else float((want.argmax(1) == labels).mean()),
+            onnx_accuracy=None if labels is None else float((probs.argmax(1) == labels).mean()),
+        )
+        log(check.summary().replace("(PyTorch)", "(its stages)"))
+        problems = check.problems() + ([f"max |dp| {check.max_abs_diff:.2e}"] if check.max_abs_diff > 1e-4 else [])
+        if problems:
+            raise ExportError(
+                f"refusing to write {output}: the cascade disagrees with its stages: " + "; ".join(problems)
+            )
+        figures: dict[str, Any] = {"rest_share": float(unsure.mean()), "images": len(pixels)}
+        line = f"cascade: the other {k} net(s) ran for {figures['rest_share']:.1%} of {len(pixels)} images"
+        if labels is not None:
+            figures["first_accuracy"] = float((first.argmax(1) == labels).mean())
+            figures["every_net_accuracy"] = float((combined_scores(first, rest, k).argmax(1) == labels).mean())
+            line += (
+                f"; accuracy {check.onnx_accuracy:.4f} (every net on every image: "
+                f"{figures['every_net_accuracy']:.4f}, the first alone: {figures['first_accuracy']:.4f})"
+            )
+        log(line)
+
+        # 4. Metadata, then the same answers in a second runtime.
+        meta = describe(ckpts, paths, Deployable(nets, ckpts[0]["mean"], ckpts[0]["std"], tta), test_set)
+        meta.update(cascade_metadata(nets, ckpts[0], tta, threshold, t_first, t_all, figures["rest_share"]))
+        meta[contract.KEY_PRECISION] = precision
+        if labels is not None:
+            meta[contract.KEY_TEST_ACCURACY] = f"{check.onnx_accuracy:.4f}"
+        if cal_labels is not None:
+            cal_probs = probs if held is None else verify.ort_probs(staged, cal_pixels)
+            meta[contract.KEY_THRESHOLD] = f"{uncertainty_threshold(cal_probs, cal_labels):.4f}"
+            meta[contract.KEY_CALIBRATION_SET] = cal_set
+        model.doc_string = (
+            f"cifar10kit {meta[contract.KEY_ARCHITECTURE]}: uint8 NHWC RGB pixels in, class probabilities out"
+        )
+        set_metadata(model, meta)
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(staged))
+        second = conformance.check(staged, pixels, probs, labels)
+        log(second.summary())
+        if second.problems():
+            raise ExportError(f"refusing to write {output}: " + "; ".join(second.problems()))
+        os.replace(staged, output)
+    size = output.stat().st_size
+    log(f"wrote {output} ({size / 1e6:.1f} MB)")
+    return {
+        "metadata": meta,
+        "verification": check.__dict__,
+        "calibration": calibration,
+        "conformance": second.__dict__,
+        "cascade": figures,
+        "bytes": size,
+    }
+
+
+def cascade_calibration(
+    first: np.ndarray,
+    rest: np.ndarray,
+    k: int,
+    threshold: float,
+    labels: np.ndarray | None,
+    log: Callable[[str], object],
+) -> dict[str, Any]:
+    """The cascade's two temperatures fitted on the even-numbered labelled images, its calibration error
+    on the odd-numbered ones; {} when there are too few labels."""
+    from .cascade import cascade_probs, fit_temperatures
+
+    if labels is None or len(labels) < MIN_CALIBRATION_IMAGES:
+        have = 0 if labels is None else len(labels)
+        log(f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have {have}")
+        return {}
+    t_first, t_all = fit_temperatures(first, rest, k, labels)
+    odd = cascade_probs(first[1::2], rest[1::2], k, threshold, t_first, t_all)[0]
+    out = dict(temperature=t_first, temperature_all=t_all, fit_images=len(labels[0::2]), held_out_images=len(odd))
+    out["ece_after"] = expected_calibration_error(odd, labels[1::2])
+    log(
+        f"calibrated: temperatures {t_first:.3f} (the first net alone) and {t_all:.3f} (every net) fitted on "
+        f"{out['fit_images']} images; expected calibration error on the other {len(odd)}: {out['ece_after']:.4f}"
+    )
+    return out
+
+
+def cascade_metadata(
+    nets: Sequence[torch.nn.Module],
+    ckpt: dict[str, Any],
+    tta: str,
+    threshold: float,
+    t_first: float,
+    t_all: float,
+    rest_share: float,
+) -> dict[str, str]:
+    """What a cascade's file says of itself beyond an ensemble's: its shape, its temperature for most
+    images, and the `cascade` key (threshold, both temperatures, stages, the first stage's cost)."""
+    first = nets[0].arch
+    rest = nets[1].arch if len(nets) == 2 else f"{len(nets) - 1} nets: " + " + ".join(n.arch for n in nets[1:])
+    first_cost = gflop_per_image(Deployable(nets[:1], ckpt["mean"], ckpt["std"], tta))
+    return {
+        contract.KEY_ARCHITECTURE: f"cascade of {len(nets)}: {first}, then {rest} when unsure",
+        contract.KEY_TEMPERATURE: f"{t_first:.4f}",
+        contract.KEY_CASCADE: json.dumps(
+            {
+                "threshold": threshold,
+                "temperatures": [round(t_first, 4), round(t_all, 4)],
+                "first": first,
+                "rest": [n.arch for n in nets[1:]],
+                "gflop_first": round(first_cost, 4),
+                "rest_share": round(rest_share, 4),
+            }
+        ),
     }
 
 

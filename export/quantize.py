@@ -218,6 +218,23 @@ NARROW_LIMIT = 64
 _INTEGER_OPS = ("Conv", "Gemm", "MatMul")  # the ops onnxruntime fuses into integer kernels
 
 
+def _graphs(graph: onnx.GraphProto):
+    """The graph and every graph nested in its nodes (an `If`'s branches: a cascade's later stages)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _graphs(sub)
+
+
+def _weights_and_producers(model: onnx.ModelProto) -> tuple[dict, dict]:
+    """Initializers and each value's producing node, over all nested graphs (names are unique file-wide)."""
+    graphs = list(_graphs(model.graph))
+    weights = {t.name: t for g in graphs for t in g.initializer}
+    producers = {out: n for g in graphs for n in g.node for out in n.output}
+    return weights, producers
+
+
 def _dequantized_initializer(node_input: str, producers: dict, weights: dict) -> onnx.NodeProto | None:
     dq = producers.get(node_input)
     if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in weights:
@@ -229,9 +246,8 @@ def _integer_weights(model: onnx.ModelProto):
     """(node, its weight's DequantizeLinear, the int8 codes) for each op onnxruntime computes in integers."""
     from onnx import numpy_helper
 
-    weights = {t.name: t for t in model.graph.initializer}
-    producers = {out: n for n in model.graph.node for out in n.output}
-    for node in (n for n in model.graph.node if n.op_type in _INTEGER_OPS):
+    weights, producers = _weights_and_producers(model)
+    for node in (n for g in _graphs(model.graph) for n in g.node if n.op_type in _INTEGER_OPS):
         dq = _dequantized_initializer(node.input[1], producers, weights)
         if dq is not None and (codes := numpy_helper.to_array(weights[dq.input[0]])).dtype == np.int8:
             yield node, dq, codes
@@ -243,8 +259,7 @@ def narrow_weights(model: onnx.ModelProto) -> int:
     bias's scale is the input's times the weight's). Returns how many weights changed."""
     from onnx import numpy_helper
 
-    weights = {t.name: t for t in model.graph.initializer}
-    producers = {out: n for n in model.graph.node for out in n.output}
+    weights, producers = _weights_and_producers(model)
 
     def value(name: str) -> np.ndarray:
         return numpy_helper.to_array(weights[name])

@@ -155,7 +155,13 @@ def threshold_text(t: float | None) -> str:
     return f"{t * 100:.1f}%: a top class below this is flagged uncertain"
 
 
-def calibration_text(temperature: float | None) -> str:
+def calibration_text(temperature: float | None, cascade: dict | None = None) -> str:
+    temperatures = (cascade or {}).get("temperatures")
+    if temperatures and len(temperatures) == 2 and temperatures != [1.0, 1.0]:
+        return (
+            f"temperatures {temperatures[0]:.3f} (first net alone) and {temperatures[1]:.3f} (every net): "
+            "probabilities are calibrated confidences"
+        )
     if temperature is None or temperature == 1.0:
         return "none: probabilities are the net's raw confidences"
     return f"temperature {temperature:.3f}: probabilities are calibrated confidences"
@@ -175,7 +181,7 @@ _FIELDS: tuple[tuple[str, Callable[[Classifier], str]], ...] = (
     ("Test-time augmentation", lambda m: m.info.tta),
     ("Uncertainty threshold", lambda m: threshold_text(m.info.uncertainty_threshold)),
     ("Precision", lambda m: m.info.precision),
-    ("Calibration", lambda m: calibration_text(m.info.temperature)),
+    ("Calibration", lambda m: calibration_text(m.info.temperature, m.info.cascade)),
     ("Heatmaps (cam output)", lambda m: "yes" if m.info.has_cam else "no"),
     ("Created", lambda m: m.info.created),
     ("Written by", lambda m: m.info.exporter or f"cifar10kit {m.info.version}"),

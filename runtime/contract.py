@@ -69,6 +69,7 @@ KEY_PRECISION = "precision"  # "fp32", "fp16" or "int8"
 KEY_GFLOP_PER_IMAGE = "gflop_per_image"  # forward-pass cost, for the achieved GFLOP/s that bench prints
 KEY_TEMPERATURE = "temperature"  # softmax temperature inside the graph, fitted at export ("1.0000": none)
 KEY_CALIBRATION_SET = "calibration_set"  # what the temperature and uncertainty threshold were fitted on
+KEY_CASCADE = "cascade"  # JSON, cascades only: threshold, temperatures, stages, gflop_first, rest_share
 OPTIONAL_KEYS = (
     KEY_TEST_SET,
     KEY_CHECKPOINT_SHA256,
@@ -81,6 +82,7 @@ OPTIONAL_KEYS = (
     KEY_GFLOP_PER_IMAGE,
     KEY_TEMPERATURE,
     KEY_CALIBRATION_SET,
+    KEY_CASCADE,
 )
 
 CIFAR10_CLASSES = (
@@ -133,6 +135,7 @@ class ModelInfo:
     gflop_per_image: float | None = None
     temperature: float | None = None
     calibration_set: str | None = None
+    cascade: dict[str, Any] = field(default_factory=dict)  # empty: not a cascade
     # from the graph, not the metadata
     has_cam: bool = False
     raw: dict[str, str] = field(default_factory=dict)
@@ -171,7 +174,7 @@ class ModelInfo:
             contract_version=meta[KEY_CONTRACT],
             test_set=meta.get(KEY_TEST_SET) or None,
             checkpoint_sha256=meta.get(KEY_CHECKPOINT_SHA256) or None,
-            recipe=_recipe(meta.get(KEY_RECIPE, ""), source),
+            recipe=_json_object(meta, KEY_RECIPE, source),
             seed=_integer(meta, KEY_SEED, source),
             tta=meta.get(KEY_TTA) or "none",
             uncertainty_threshold=_number(meta, KEY_THRESHOLD, source),
@@ -180,6 +183,7 @@ class ModelInfo:
             gflop_per_image=_number(meta, KEY_GFLOP_PER_IMAGE, source),
             temperature=_number(meta, KEY_TEMPERATURE, source),
             calibration_set=meta.get(KEY_CALIBRATION_SET) or None,
+            cascade=_json_object(meta, KEY_CASCADE, source),
             has_cam=has_cam,
             raw=dict(meta),
         )
@@ -228,13 +232,14 @@ def member_recipes(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     return members if recipe and len(members) == len(recipe) else [recipe]
 
 
-def _recipe(value: str, source: str) -> dict[str, Any]:
+def _json_object(meta: dict[str, str], key: str, source: str) -> dict[str, Any]:
+    value = meta.get(key, "")
     if value in _EMPTY:
         return {}
     try:
-        recipe = json.loads(value)
+        obj = json.loads(value)
     except json.JSONDecodeError as e:
-        raise ContractError(f"{source}: recipe is not JSON ({e})") from None
-    if not isinstance(recipe, dict):
-        raise ContractError(f"{source}: recipe must be a JSON object")
-    return recipe
+        raise ContractError(f"{source}: {key} is not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ContractError(f"{source}: {key} must be a JSON object")
+    return obj

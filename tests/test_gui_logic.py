@@ -169,6 +169,8 @@ def test_small_texts():
     assert text.latency(None) == "no prediction yet"
     assert text.latency(0.0021) == "2.1 ms (one image)"
     assert "0.496" in text.calibration_text(0.496) and text.calibration_text(None).startswith("none")
+    both = text.calibration_text(0.514, {"threshold": 0.95, "temperatures": [0.514, 0.493]})
+    assert "0.514 (first net alone) and 0.493 (every net)" in both
     assert text.threshold_text(0.4).startswith("40.0%") and text.threshold_text(0.0).startswith("none")
 
 

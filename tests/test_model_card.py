@@ -60,6 +60,10 @@ def test_model_card_describes_each_member_of_an_ensemble(tmp_path):
     assert "`cut-s1`" in described[1] and "Seed 1." in described[1] and "12-pixel cutout" in described[1]
     assert "1200 s (20.0 min) for 30 epochs" in described[1] and "0.9500 with flip TTA" in described[1]
 
+    cascade = card.reproduce_lines(members, "a test machine", recipe={}, cascade={"threshold": 0.95})
+    assert cascade[0].startswith("A cascade of 2 nets: member 1 answers alone where its calibrated top probability")
+    assert "0.95 or more" in cascade[0] and len([line for line in cascade if line.startswith("- Member")]) == 2
+
     single = card.reproduce_lines(members[:1], "a test machine", recipe={})
     assert single[0].startswith("Seed 0.") and single[-1].startswith("Hardware: a test machine. Training time 600 s")
 

@@ -1,0 +1,141 @@
+"""`cifar10 export --cascade`: the first net alone when it is sure, every net when it is not, in one file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from conftest import built_once, cli, has_torch, one_line_error
+
+needs_torch = pytest.mark.skipif(not has_torch(), reason="needs the [train] extra (torch)")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _run(path, pixels: np.ndarray) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})
+
+
+# ----------------------------------------------------------------------------------------------
+# The maths
+
+
+def test_stage_log_probabilities_average_to_the_members_logits():
+    pytest.importorskip("onnx")  # the exporter's extra; the maths itself is numpy
+    from cifar10kit.export.cascade import cascade_probs, combined_scores
+
+    rng = np.random.default_rng(0)
+    l1, l2, l3 = (rng.normal(0, 3, (50, 10)) for _ in range(3))
+    first, rest = _softmax(l1), _softmax((l2 + l3) / 2)  # the rest stage averages its two nets' logits
+    want = _softmax((l1 + l2 + l3) / 3 / 0.7)
+    np.testing.assert_allclose(_softmax(combined_scores(first, rest, 2) / 0.7), want, atol=1e-9)
+    # Nothing unsure: the first net alone, at its own temperature; everything unsure: every net.
+    alone, unsure = cascade_probs(first, rest, 2, 1e-9, 0.5, 0.7)
+    assert not unsure.any()
+    np.testing.assert_allclose(alone, _softmax(l1 / 0.5), atol=1e-6)
+    together, unsure = cascade_probs(first, rest, 2, 1 - 1e-9, 0.5, 0.7)
+    assert unsure.all()
+    np.testing.assert_allclose(together, want, atol=1e-6)
+    # In between, each image by its own confidence.
+    top = _softmax(l1 / 0.5).max(1)
+    mixed, unsure = cascade_probs(first, rest, 2, float(np.median(top)), 0.5, 0.7)
+    assert 0 < unsure.sum() < len(unsure)
+    np.testing.assert_allclose(mixed[unsure], want[unsure], atol=1e-6)
+    np.testing.assert_allclose(mixed[~unsure], _softmax(l1 / 0.5)[~unsure], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A cascade of two tiny nets, exported through the real pipeline
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, tiny_cifar):
+    if not has_torch():
+        pytest.skip("needs the [train] extra (torch)")
+
+    def build(out):
+        from cifar10kit.train.trainer import make_config, train
+
+        cfg = make_config(
+            "smoke", data_dir=str(tiny_cifar), out=str(out), name="s1", epochs=2, subset=1000, batch_size=250, seed=1
+        )
+        return str(train(cfg))
+
+    return Path(built_once(tmp_path_factory, "cascade-second-run", build))
+
+
+@needs_torch
+def test_a_cascade_file_answers_as_its_stages_say(trained_run, second_run, tiny_cifar, tmp_path):
+    from cifar10kit.export.cascade import cascade_probs
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime import contract
+    from cifar10kit.runtime.dataset import load_cifar10
+    from cifar10kit.runtime.session import Classifier
+
+    quiet = dict(data_dir=str(tiny_cifar), tta="none", calibrate=False, log=lambda *_: None)
+    export(trained_run, tmp_path / "a.onnx", **quiet)
+    export(second_run, tmp_path / "b.onnx", **quiet)
+    x, y, _ = load_cifar10(str(tiny_cifar), "test")
+    (pa, cam_a), (pb, cam_b) = _run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x)
+    threshold = float(np.median(pa.max(1)))  # half the images sure, half not (200 test images: no temperatures)
+
+    result = export([trained_run, second_run], tmp_path / "c.onnx", cascade=threshold, **quiet)
+    probs, cam = _run(tmp_path / "c.onnx", x)
+    want, unsure = cascade_probs(pa, pb, 1, threshold, 1.0, 1.0)
+    assert 0.3 < unsure.mean() < 0.7
+    np.testing.assert_allclose(probs, want, atol=1e-5)
+    np.testing.assert_allclose(cam, np.where(unsure[:, None, None, None], (cam_a + cam_b) / 2, cam_a), atol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    # One image at a time (the If decides per call) gives each image the answer it got in the batch.
+    one = np.concatenate([_run(tmp_path / "c.onnx", x[i : i + 1])[0] for i in range(24)])
+    np.testing.assert_allclose(one, probs[:24], atol=1e-5)
+
+    assert result["cascade"]["rest_share"] == pytest.approx(unsure.mean())
+    assert result["conformance"]["agreement"] >= 0.99  # the file, unchanged, in a second ONNX runtime
+    meta = result["metadata"]
+    assert meta[contract.KEY_ARCHITECTURE] == "cascade of 2: airnet-16-32-32, then airnet-16-32-32 when unsure"
+    info = Classifier(tmp_path / "c.onnx", provider="cpu").info
+    assert info.cascade["threshold"] == threshold and info.cascade["rest"] == ["airnet-16-32-32"]
+    assert info.cascade["gflop_first"] == pytest.approx(info.gflop_per_image / 2, rel=0.01)
+    assert info.test_accuracy == pytest.approx((probs.argmax(1) == y).mean(), abs=1e-4)
+
+
+@needs_torch
+def test_cascade_calibrates_two_temperatures(trained_run, second_run, calibrated_export, tmp_path):
+    from cifar10kit.export.cascade import fit_temperatures
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime import contract
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    data = calibrated_export[0]  # 1,000 labelled test images
+    quiet = dict(data_dir=str(data), tta="flip", log=lambda *_: None)
+    for run, name in ((trained_run, "a"), (second_run, "b")):
+        export(run, tmp_path / f"{name}.onnx", calibrate=False, **quiet)
+    x, y, _ = load_cifar10(str(data), "test")
+    pa, pb = _run(tmp_path / "a.onnx", x)[0], _run(tmp_path / "b.onnx", x)[0]
+    result = export([trained_run, second_run], tmp_path / "c.onnx", cascade=0.9, **quiet)
+    t_first, t_all = fit_temperatures(pa, pb, 1, y)
+    assert result["calibration"]["temperature"] == pytest.approx(t_first, rel=1e-4)
+    assert result["calibration"]["temperature_all"] == pytest.approx(t_all, rel=1e-4)
+    cascade = json.loads(result["metadata"][contract.KEY_CASCADE])
+    assert cascade["temperatures"] == [round(t_first, 4), round(t_all, 4)]
+    assert result["metadata"][contract.KEY_TEMPERATURE] == f"{t_first:.4f}"
+    assert "even-numbered" in result["metadata"][contract.KEY_CALIBRATION_SET]
+
+
+@needs_torch
+def test_cascade_flag_errors(trained_run, second_run, tmp_path):
+    one = cli("export", str(trained_run), "-o", str(tmp_path / "x.onnx"), "--cascade")
+    assert one.returncode == 2
+    one_line_error(one, "--cascade 0.95", "two or more checkpoints")
+    high = cli("export", str(trained_run), str(second_run), "-o", str(tmp_path / "x.onnx"), "--cascade", "1.5")
+    assert high.returncode == 2
+    one_line_error(high, "--cascade 1.5", "between 0 and 1")
+    assert not (tmp_path / "x.onnx").exists()
