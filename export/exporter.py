@@ -93,14 +93,13 @@ def export(
     # 2. Honest confidences: the temperature goes into the graph. Fitted on training images the members
     # set aside where they did (`train --holdout`), so the test set only measures; else on test images.
     held = verify.holdout_set(ckpts, data_dir, log)
-    if held is not None:
-        cal_pixels, cal_labels, cal_set = held
-        log(f"calibrating on {cal_set}")
-        cal_logits = verify.torch_logits(module, cal_pixels).numpy()
-    else:
-        cal_pixels, cal_labels, cal_logits = pixels, labels, logits.numpy()
-        cal_set = test_set
-    calibration = fit_calibration(cal_logits, cal_labels, log) if calibrate else {}
+    cal_pixels, cal_labels, cal_set = held if held is not None else (pixels, labels, test_set)
+    calibration: dict[str, Any] = {}
+    if calibrate:
+        if held is not None:
+            log(f"calibrating on {cal_set}")
+        cal_logits = logits if held is None else verify.torch_logits(module, cal_pixels)
+        calibration = fit_calibration(cal_logits.numpy(), cal_labels, log)
     if calibration and held is None:
         cal_set += " (the temperature on its even-numbered images)"
     if calibration:
