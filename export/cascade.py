@@ -58,6 +58,26 @@ def cascade_probs(
     return _softmax(scores).astype(np.float32), unsure
 
 
+def tradeoff(
+    first: np.ndarray,
+    rest: np.ndarray,
+    rest_members: int,
+    labels: np.ndarray,
+    t_first: float,
+    t_all: float,
+    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98, 0.99),
+) -> list[dict[str, float]]:
+    """For each threshold: the share of images that would ask the rest, and the cascade's accuracy.
+    What to weigh when choosing `--cascade T` (on held-out images where the run has them)."""
+    rows = []
+    for t in thresholds:
+        probs, unsure = cascade_probs(first, rest, rest_members, t, t_first, t_all)
+        rows.append(
+            {"threshold": t, "rest_share": float(unsure.mean()), "accuracy": float((probs.argmax(1) == labels).mean())}
+        )
+    return rows
+
+
 def fit_temperatures(first: np.ndarray, rest: np.ndarray, rest_members: int, labels: np.ndarray) -> tuple[float, float]:
     """The first net's temperature and the whole ensemble's, each fitted on the even-numbered images
     (as `calibrate.fit_calibration` does): one net alone and the ensemble are differently confident."""

@@ -189,7 +189,7 @@ def export_cascade(
     """`export` for a cascade: the first checkpoint is the first stage, the others the rest. Each stage is
     exported and checked by `export` (at temperature 1), then the composed graph is checked against the
     stages' own answers and in a second runtime."""
-    from .cascade import cascade_probs, combined_scores, compose
+    from .cascade import cascade_probs, combined_scores, compose, tradeoff
 
     output = Path(output)
     paths = checkpoint_paths(checkpoint)
@@ -214,14 +214,21 @@ def export_cascade(
             export(members, stage, data_dir, tta, verify_n, precision, max_drop, False, calibration_n, log)
         first, rest = (verify.ort_probs(stage, pixels) for stage in stages)
 
-        # 2. Two temperatures, on the same images `export` would calibrate on.
+        # 2. Two temperatures, on the same images `export` would calibrate on; what other thresholds would do.
+        answers = (first, rest) if held is None else tuple(verify.ort_probs(s, cal_pixels) for s in stages)
         calibration: dict[str, Any] = {}
         if calibrate:
-            answers = (first, rest) if held is None else tuple(verify.ort_probs(s, cal_pixels) for s in stages)
             calibration = cascade_calibration(*answers, k, threshold, cal_labels, log)
             if calibration and held is None:
                 cal_set += " (the temperatures on its even-numbered images)"
         t_first, t_all = calibration.get("temperature", 1.0), calibration.get("temperature_all", 1.0)
+        options = [] if cal_labels is None else tradeoff(*answers, k, cal_labels, t_first, t_all)
+        if options:
+            log(
+                f"thresholds on {len(cal_labels)} {'held-out training' if held is not None else 'test'} images "
+                "(share asking the rest, accuracy): "
+                + ", ".join(f"{o['threshold']:g}: {o['rest_share']:.1%} {o['accuracy']:.4f}" for o in options)
+            )
 
         # 3. The composed graph, against the stages' answers.
         model = compose(*(onnx.load(str(s)) for s in stages), k, threshold, t_first, t_all)
@@ -242,7 +249,7 @@ def export_cascade(
             raise ExportError(
                 f"refusing to write {output}: the cascade disagrees with its stages: " + "; ".join(problems)
             )
-        figures: dict[str, Any] = {"rest_share": float(unsure.mean()), "images": len(pixels)}
+        figures: dict[str, Any] = {"rest_share": float(unsure.mean()), "images": len(pixels), "tradeoff": options}
         line = f"cascade: the other {k} net(s) ran for {figures['rest_share']:.1%} of {len(pixels)} images"
         if labels is not None:
             figures["first_accuracy"] = float((first.argmax(1) == labels).mean())

@@ -123,6 +123,13 @@ def test_cascade_calibrates_two_temperatures(trained_run, second_run, calibrated
     result = export([trained_run, second_run], tmp_path / "c.onnx", cascade=0.9, **quiet)
     t_first, t_all = fit_temperatures(pa, pb, 1, y)
     assert result["calibration"]["temperature"] == pytest.approx(t_first, rel=1e-4)
+    # The thresholds one could have chosen, on the same images: a higher one asks the rest more often.
+    options = result["cascade"]["tradeoff"]
+    assert [o["threshold"] for o in options] == [0.8, 0.9, 0.95, 0.98, 0.99]
+    shares = [o["rest_share"] for o in options]
+    assert shares == sorted(shares) and all(0 <= o["accuracy"] <= 1 for o in options)
+    at_09 = next(o for o in options if o["threshold"] == 0.9)
+    assert at_09["rest_share"] == pytest.approx(result["cascade"]["rest_share"])  # same images, same threshold
     assert result["calibration"]["temperature_all"] == pytest.approx(t_all, rel=1e-4)
     cascade = json.loads(result["metadata"][contract.KEY_CASCADE])
     assert cascade["temperatures"] == [round(t_first, 4), round(t_all, 4)]
