@@ -146,3 +146,35 @@ def test_cascade_flag_errors(trained_run, second_run, tmp_path):
     assert high.returncode == 2
     one_line_error(high, "--cascade 1.5", "between 0 and 1")
     assert not (tmp_path / "x.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/cascade_tradeoff.py
+
+
+def test_tradeoff_script_on_a_cascade_of_one_net_with_itself(trained_model, tiny_cifar, tmp_path):
+    """Two identical stages: asking the second changes nothing, so every threshold scores what the first
+    net alone does, while the share asking it still grows with the threshold."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnx")
+    from cifar10kit.runtime.examples import examples_dir
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_tradeoff.py"
+    args = [str(trained_model), str(trained_model), "--data-dir", str(tiny_cifar), "--folder", str(examples_dir())]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--plot", str(tmp_path / "c.png"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["results"]) == {"test set", "examples"}
+    for r in out["results"].values():
+        assert r["every_net"] == pytest.approx(r["first_alone"])
+        assert all(o["accuracy"] == pytest.approx(r["first_alone"]) for o in r["thresholds"])
+        shares = [o["rest_share"] for o in r["thresholds"]]
+        assert shares == sorted(shares) and shares[-1] > shares[0]
+    assert (tmp_path / "c.png").stat().st_size > 10_000
