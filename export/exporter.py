@@ -242,8 +242,9 @@ def export_cascade(
             agreement=float((probs.argmax(1) == want.argmax(1)).mean()),
             torch_accuracy=None if labels is None else float((want.argmax(1) == labels).mean()),
             onnx_accuracy=None if labels is None else float((probs.argmax(1) == labels).mean()),
+            reference="its stages",
         )
-        log(check.summary().replace("(PyTorch)", "(its stages)"))
+        log(check.summary())
         problems = check.problems() + ([f"max |dp| {check.max_abs_diff:.2e}"] if check.max_abs_diff > 1e-4 else [])
         if problems:
             raise ExportError(

@@ -100,21 +100,24 @@ class Verification:
     n: int
     max_abs_diff: float
     agreement: float
-    torch_accuracy: float | None
+    torch_accuracy: float | None  # the reference's accuracy: PyTorch's, or a cascade's stages'
     onnx_accuracy: float | None
+    reference: str = "PyTorch"  # what the file was compared with
 
     def problems(self) -> list[str]:
         out = []
         if self.agreement < MIN_AGREEMENT:
             out.append(f"top-1 agreement {self.agreement:.4%} < {MIN_AGREEMENT:.1%}")
         if self.torch_accuracy is not None and abs(self.torch_accuracy - self.onnx_accuracy) > MAX_ACC_DIFF:
-            out.append(f"accuracy {self.onnx_accuracy:.4f} (onnxruntime) vs {self.torch_accuracy:.4f} (PyTorch)")
+            out.append(
+                f"accuracy {self.onnx_accuracy:.4f} (onnxruntime) vs {self.torch_accuracy:.4f} ({self.reference})"
+            )
         return out
 
     def summary(self) -> str:
         line = f"verified on {self.n} images: max |dp| {self.max_abs_diff:.2e}, top-1 agreement {self.agreement:.4%}"
         if self.onnx_accuracy is not None:
-            line += f", accuracy {self.onnx_accuracy:.4f} (onnxruntime) / {self.torch_accuracy:.4f} (PyTorch)"
+            line += f", accuracy {self.onnx_accuracy:.4f} (onnxruntime) / {self.torch_accuracy:.4f} ({self.reference})"
         return line
 
 
