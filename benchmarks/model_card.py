@@ -97,6 +97,9 @@ def reproduce_lines(
             f"A cascade of {len(members)} nets: member 1 answers alone where its calibrated top probability is "
             f"{cascade['threshold']:g} or more, and the others join it (their logits averaged) where it is less."
         )
+        stages = cascade.get("tta") or []
+        if len(stages) == 2 and stages[0] != stages[1]:
+            how += f" Test-time augmentation: {stages[0]} for member 1 alone, {stages[1]} for the members that join."
     lines = [f"{how} Hardware: {hardware}.", ""]
     for k, (name, (config, summary, metrics)) in enumerate(members, 1):
         lines.append(
@@ -270,7 +273,7 @@ def main() -> int:
         f"# Model card: {a.title}",
         "",
         f"`{model.path.name}`, {model.path.stat().st_size / 1e6:.1f} MB, architecture `{info.architecture}`, "
-        f"precision {info.raw.get('precision', 'fp32')}, test-time augmentation in the graph: {info.tta}. "
+        f"precision {info.raw.get('precision', 'fp32')}, test-time augmentation in the graph: {info.tta_summary}. "
         f"Trained on {info.dataset} (50,000 training images); created {info.created} by cifar10kit {info.version}.",
         "",
         "## How to reproduce",

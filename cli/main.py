@@ -165,6 +165,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .runtime.dataset import DatasetError
     from .train.checkpoint import CheckpointError
 
+    if args.tta_rest and args.cascade is None:
+        fail("--tta-rest sets the TTA of a cascade's later stages: add --cascade", EXIT_USAGE)
     if args.cascade is not None and not (len(args.checkpoint) >= 2 and 0 < args.cascade < 1):
         fail(
             f"--cascade {args.cascade}: give two or more checkpoints (the first answers alone when sure) and a "
@@ -183,6 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             calibrate=not args.no_calibrate,
             calibration_n=args.calibration_images or CALIBRATION_IMAGES,
             cascade=args.cascade,
+            tta_rest=args.tta_rest,
         )
     except DatasetError as e:
         fail(str(e), EXIT_USAGE)
@@ -342,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-images",
         type=positive_int,
         metavar="N",
-        help="training images that set the int8 activation ranges (default 1024; fewer export faster)",
+        help="training images that set the int8 activation ranges (default 1024, fewer where the graph has many "
+        "nets and views: the calibrator keeps every activation in memory; fewer export faster)",
     )
     e.add_argument(
         "--no-calibrate",
@@ -358,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with several checkpoints: the first net answers alone where its calibrated top probability is "
         "THRESHOLD or more (default 0.95), the others join where it is less; one file, most images at one "
         "net's cost",
+    )
+    e.add_argument(
+        "--tta-rest",
+        choices=["none", "flip", "translate"],
+        help="with --cascade: the later stages' test-time augmentation (default: --tta's); they run for the "
+        "unsure images only, where more views pay most. List the first run again to add its other views",
     )
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)

@@ -2,10 +2,11 @@
 
 An ensemble's nets agree on most images; on CIFAR-10 the default's first net gives 83% of the test
 images a calibrated top probability of 95% or more, and on those the second net almost never changes
-the answer. So the graph runs the first stage, and an ONNX `If` runs the rest only when some image
-of the batch is unsure; each image then gets the whole ensemble's answer if it was unsure, the first
-net's if not. A single image (the app, an interactive client) costs one net most of the time; a batch
-costs every net whenever one of its images is unsure, and gets the same per-image answers.
+the answer. So the graph runs the first stage on every image, and an ONNX `If` runs the rest, on the
+unsure images only (gathered out of the batch, their answers scattered back), when there are any;
+each image gets the whole ensemble's answer if it was unsure, the first net's if not. A single image
+(the app, an interactive client) costs one net most of the time, a batch one net per image plus the
+rest for its unsure share, and either gets the same per-image answers.
 
 The two stages are complete contract files (each exported, verified and quantised on its own), composed
 here without touching their insides, so any runtime that runs them and `If` runs the cascade. Averaging
@@ -100,8 +101,8 @@ def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> onnx.Graph
     def rename(name: str) -> str:
         return name if not name or name in keep else prefix + name
 
-    for node in g.node:
-        node.name = prefix + node.name
+    for i, node in enumerate(g.node):
+        node.name = prefix + (node.name or f"node{i}")  # unnamed nodes would collide once prefixed
         node.input[:] = [rename(n) for n in node.input]
         node.output[:] = [rename(n) for n in node.output]
     for tensor in g.initializer:
@@ -129,10 +130,10 @@ def compose(
     t_all: float,
 ) -> onnx.ModelProto:
     """One contract graph from two contract files exported at temperature 1: `first` always runs, `rest`
-    inside an `If` that runs when some image's calibrated top probability from `first` is under
-    `threshold`. Outputs as the contract says; metadata is the caller's."""
-    keep = {contract.INPUT_NAME}
-    a, b = _prefixed(first.graph, "first/", keep), _prefixed(rest.graph, "rest/", keep)
+    inside an `If`, on the images whose calibrated top probability from `first` is under `threshold`
+    (when there are any). Outputs as the contract says; metadata is the caller's."""
+    # The rest reads "rest/images": the unsure rows of the input, gathered in its branch.
+    a, b = _prefixed(first.graph, "first/", {contract.INPUT_NAME}), _prefixed(rest.graph, "rest/", set())
     probs_a, cam_a = f"first/{contract.OUTPUT_PROBS}", f"first/{contract.OUTPUT_CAM}"
     probs_b, cam_b = f"rest/{contract.OUTPUT_PROBS}", f"rest/{contract.OUTPUT_CAM}"
     node = helper.make_node
@@ -145,6 +146,7 @@ def compose(
         _const("cascade/rest_weight", k / (1 + k)),
         _const("cascade/first_weight", 1 / (1 + k)),
         _const("cascade/zero", 0.0),
+        _const("cascade/axis0", [0], np.int64),
         _const("cascade/axis1", [1], np.int64),
         _const("cascade/axes123", [1, 2, 3], np.int64),
     ]
@@ -159,17 +161,26 @@ def compose(
         node("ReduceMax", ["cascade/unsure_f"], ["cascade/any_f"], keepdims=0),  # a scalar, over the batch
         node("Greater", ["cascade/any_f", "cascade/zero"], ["cascade/any"]),
     ]
-    # The rest, and every member's mean log-probabilities (logits up to a constant) and class maps.
+    # The rest on the unsure images only; every member's mean log-probabilities (logits up to a constant)
+    # and class maps for those rows, written over the first net's (which the sure rows keep).
     rest_stage = [
+        node("NonZero", ["cascade/unsure"], ["cascade/unsure_at"]),  # (1, M)
+        node("Squeeze", ["cascade/unsure_at", "cascade/axis0"], ["cascade/rows"]),  # (M,) for Gather
+        node("Transpose", ["cascade/unsure_at"], ["cascade/row_index"], perm=[1, 0]),  # (M, 1) for ScatterND
+        node("Gather", [contract.INPUT_NAME, "cascade/rows"], [f"rest/{contract.INPUT_NAME}"], axis=0),
         *b.node,
         node("Max", [probs_b, "cascade/floor"], ["cascade/pb"]),
         node("Log", ["cascade/pb"], ["cascade/log_b"]),
-        node("Mul", ["cascade/log_a", "cascade/first_weight"], ["cascade/wa"]),
+        node("Gather", ["cascade/log_a", "cascade/rows"], ["cascade/log_a_unsure"], axis=0),
+        node("Mul", ["cascade/log_a_unsure", "cascade/first_weight"], ["cascade/wa"]),
         node("Mul", ["cascade/log_b", "cascade/rest_weight"], ["cascade/wb"]),
-        node("Add", ["cascade/wa", "cascade/wb"], ["cascade/all"]),
-        node("Mul", [cam_a, "cascade/first_weight"], ["cascade/cam_wa"]),
+        node("Add", ["cascade/wa", "cascade/wb"], ["cascade/all_unsure"]),
+        node("ScatterND", ["cascade/log_a", "cascade/row_index", "cascade/all_unsure"], ["cascade/all"]),
+        node("Gather", [cam_a, "cascade/rows"], ["cascade/cam_a_unsure"], axis=0),
+        node("Mul", ["cascade/cam_a_unsure", "cascade/first_weight"], ["cascade/cam_wa"]),
         node("Mul", [cam_b, "cascade/rest_weight"], ["cascade/cam_wb"]),
-        node("Add", ["cascade/cam_wa", "cascade/cam_wb"], ["cascade/cam_all"]),
+        node("Add", ["cascade/cam_wa", "cascade/cam_wb"], ["cascade/cam_all_unsure"]),
+        node("ScatterND", [cam_a, "cascade/row_index", "cascade/cam_all_unsure"], ["cascade/cam_all"]),
     ]
     then_branch = helper.make_graph(
         rest_stage, "rest", [], [_floats("cascade/all"), _floats("cascade/cam_all")], initializer=list(b.initializer)

@@ -31,7 +31,7 @@ from . import conformance, verify
 from .calibrate import MIN_CALIBRATION_IMAGES, fit_calibration, uncertainty_threshold
 from .flops import gflop_per_image
 from .graph import Deployable, export_onnx, set_metadata
-from .quantize import CALIBRATION_IMAGES, make_variant
+from .quantize import CALIBRATION_IMAGES, calibration_count, make_variant
 from .torch_runner import torch_runner  # noqa: F401 - `cifar10 bench --checkpoint` imports it from here
 
 
@@ -51,6 +51,7 @@ def export(
     calibration_n: int = CALIBRATION_IMAGES,
     log: Callable[[str], object] = print,
     cascade: float | None = None,
+    tta_rest: str | None = None,
 ) -> dict[str, Any]:
     """Export, verify and write `output`; returns the metadata and the figures of every check.
 
@@ -66,13 +67,27 @@ def export(
     the file are honest confidences: on the training images the members held out (`train --holdout`),
     else on half the labelled verification images. The uncertainty threshold comes from the same images.
     cascade: with several checkpoints, a threshold in (0, 1): the first net answers alone where its
-    calibrated top probability reaches it, the others join where it does not (export/cascade.py)."""
+    calibrated top probability reaches it, the others join where it does not (export/cascade.py);
+    `tta_rest` is then the others' test-time augmentation (default `tta`)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
     if cascade is not None:
         return export_cascade(
-            checkpoint, output, cascade, data_dir, tta, verify_n, precision, max_drop, calibrate, calibration_n, log
+            checkpoint,
+            output,
+            cascade,
+            data_dir,
+            tta,
+            verify_n,
+            precision,
+            max_drop,
+            calibrate,
+            calibration_n,
+            log,
+            tta_rest,
         )
+    if tta_rest is not None:
+        raise ValueError("a TTA for the rest of a cascade (--tta-rest) needs --cascade")
     output = Path(output)
 
     def refuse(problems: list[str]) -> None:
@@ -125,7 +140,13 @@ def export(
         final = staged
         if precision != "fp32":
             variant = Path(tmp) / f"{precision}.onnx"
-            make_variant(staged, variant, precision, data_dir, pixels, calibration_n)
+            n = calibration_count(calibration_n, module.passes_per_image)
+            if precision == "int8" and n < calibration_n:
+                log(
+                    f"int8 ranges from {n} training images, not {calibration_n}: each goes through the nets "
+                    f"{module.passes_per_image} times ({module.tta} TTA), and the calibrator keeps every activation"
+                )
+            make_variant(staged, variant, precision, data_dir, pixels, n)
             vprobs = verify.ort_probs(variant, pixels)
             drop = verify.compare_variant(precision, vprobs, probs, labels, log)
             if drop is not None and drop > max_drop:
@@ -185,10 +206,15 @@ def export_cascade(
     calibrate: bool = True,
     calibration_n: int = CALIBRATION_IMAGES,
     log: Callable[[str], object] = print,
+    tta_rest: str | None = None,
 ) -> dict[str, Any]:
     """`export` for a cascade: the first checkpoint is the first stage, the others the rest. Each stage is
     exported and checked by `export` (at temperature 1), then the composed graph is checked against the
-    stages' own answers and in a second runtime."""
+    stages' own answers and in a second runtime.
+
+    The rest may look at more views (`tta_rest`) than the first net: they only run for the few unsure
+    images, where the extra views pay most. To have the first net's other views join too, list its
+    checkpoint again among the rest."""
     from .cascade import cascade_probs, combined_scores, compose, tradeoff
 
     output = Path(output)
@@ -201,6 +227,7 @@ def export_cascade(
     if problems := members_differ(paths, ckpts):
         raise ExportError(f"refusing to write {output}: " + "; ".join(problems))
     tta = default_tta(tta, ckpts[0])
+    tta_rest = tta_rest or tta
     output.parent.mkdir(parents=True, exist_ok=True)
     pixels, labels, test_set = verify.verification_set(ckpts[0], data_dir, verify_n, log)
     held = verify.holdout_set(ckpts, data_dir, log)
@@ -209,9 +236,9 @@ def export_cascade(
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         # 1. The stages, each a verified contract file of its own.
         stages = [Path(tmp) / "first.onnx", Path(tmp) / "rest.onnx"]
-        for stage, members in zip(stages, (paths[:1], paths[1:])):
+        for stage, members, views in zip(stages, (paths[:1], paths[1:]), (tta, tta_rest)):
             log(f"cascade, {stage.stem} stage: {', '.join(map(str, members))}")
-            export(members, stage, data_dir, tta, verify_n, precision, max_drop, False, calibration_n, log)
+            export(members, stage, data_dir, views, verify_n, precision, max_drop, False, calibration_n, log)
         first, rest = (verify.ort_probs(stage, pixels) for stage in stages)
 
         # 2. Two temperatures, on the same images `export` would calibrate on; what other thresholds would do.
@@ -263,7 +290,7 @@ def export_cascade(
 
         # 4. Metadata, then the same answers in a second runtime.
         meta = describe(ckpts, paths, Deployable(nets, ckpts[0]["mean"], ckpts[0]["std"], tta), test_set)
-        meta.update(cascade_metadata(nets, ckpts[0], tta, threshold, t_first, t_all, figures["rest_share"]))
+        meta.update(cascade_metadata(nets, ckpts[0], (tta, tta_rest), threshold, (t_first, t_all), figures))
         meta[contract.KEY_PRECISION] = precision
         if labels is not None:
             meta[contract.KEY_TEST_ACCURACY] = f"{check.onnx_accuracy:.4f}"
@@ -324,28 +351,35 @@ def cascade_calibration(
 def cascade_metadata(
     nets: Sequence[torch.nn.Module],
     ckpt: dict[str, Any],
-    tta: str,
+    ttas: tuple[str, str],
     threshold: float,
-    t_first: float,
-    t_all: float,
-    rest_share: float,
+    temperatures: tuple[float, float],
+    figures: dict[str, Any],
 ) -> dict[str, str]:
     """What a cascade's file says of itself beyond an ensemble's: its shape, its temperature for most
-    images, and the `cascade` key (threshold, both temperatures, stages, the first stage's cost)."""
+    images, its cost when every stage runs, and the `cascade` key (threshold, both temperatures, stages,
+    each stage's test-time augmentation, the first stage's cost). `tta` stays the first stage's: what
+    most images get."""
     first = nets[0].arch
     rest = nets[1].arch if len(nets) == 2 else f"{len(nets) - 1} nets: " + " + ".join(n.arch for n in nets[1:])
-    first_cost = gflop_per_image(Deployable(nets[:1], ckpt["mean"], ckpt["std"], tta))
+    first_cost, rest_cost = (
+        gflop_per_image(Deployable(stage, ckpt["mean"], ckpt["std"], views))
+        for stage, views in ((nets[:1], ttas[0]), (nets[1:], ttas[1]))
+    )
     return {
         contract.KEY_ARCHITECTURE: f"cascade of {len(nets)}: {first}, then {rest} when unsure",
-        contract.KEY_TEMPERATURE: f"{t_first:.4f}",
+        contract.KEY_TEMPERATURE: f"{temperatures[0]:.4f}",
+        contract.KEY_TTA: ttas[0],
+        contract.KEY_GFLOP_PER_IMAGE: f"{first_cost + rest_cost:.4f}",
         contract.KEY_CASCADE: json.dumps(
             {
                 "threshold": threshold,
-                "temperatures": [round(t_first, 4), round(t_all, 4)],
+                "temperatures": [round(t, 4) for t in temperatures],
                 "first": first,
                 "rest": [n.arch for n in nets[1:]],
+                "tta": list(ttas),
                 "gflop_first": round(first_cost, 4),
-                "rest_share": round(rest_share, 4),
+                "rest_share": round(figures["rest_share"], 4),
             }
         ),
     }

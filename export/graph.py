@@ -46,6 +46,11 @@ class Deployable(nn.Module):
             return self.nets[0].arch
         return f"ensemble of {len(self.nets)}: " + " + ".join(net.arch for net in self.nets)
 
+    @property
+    def passes_per_image(self) -> int:
+        """How many times each image goes through a net: nets x views."""
+        return len(self.nets) * len(tta_views(torch.zeros(1, 3, 4, 4), self.tta)[0])
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, cam = self.scores(pixels)
         return self.probabilities(logits), cam

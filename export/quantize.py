@@ -19,6 +19,11 @@ from ..runtime import contract
 from ..runtime.dataset import load_cifar10
 
 CALIBRATION_IMAGES = 1024
+# onnxruntime's percentile calibrator keeps every activation of every calibration image until it has
+# seen them all: measured 4.2 MB per image, per view, per 128-384-384 net (10 GB for 192 images through
+# two such nets with 6-view TTA). This many image passes (1,024 images through a pair, one view each,
+# about 9 GB) is the most an export asks for; more views or nets take fewer images.
+CALIBRATION_PASSES = 2048
 
 
 def make_variant(
@@ -102,6 +107,14 @@ def _softmax_straight_out(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def calibration_count(requested: int, passes_per_image: int) -> int:
+    """How many of the `requested` calibration images fit CALIBRATION_PASSES when each goes through the
+    graph's nets and views `passes_per_image` times (a multiple of 32, at least 32)."""
+    if requested * passes_per_image <= CALIBRATION_PASSES:
+        return requested
+    return max(32, CALIBRATION_PASSES // passes_per_image // 32 * 32)
+
+
 def calibration_images(data_dir: str | None, fallback: np.ndarray, n: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Up to n training images (a fixed random choice), else the verification images, in equal batches."""
     if n < 1:
@@ -113,6 +126,8 @@ def calibration_images(data_dir: str | None, fallback: np.ndarray, n: int = CALI
         calib = fallback[:n]
     # Equal batches: onnxruntime's percentile calibrator stacks them and fails on a short last one.
     batch = min(64, len(calib))
+    if len(calib) % batch and len(calib) % 32 == 0:
+        batch = 32
     return calib[: len(calib) // batch * batch].reshape(-1, batch, *calib.shape[1:])
 
 

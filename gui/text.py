@@ -178,7 +178,7 @@ _FIELDS: tuple[tuple[str, Callable[[Classifier], str]], ...] = (
     ("Test set", lambda m: m.info.test_set or "—"),
     ("Architecture", lambda m: m.info.architecture),
     ("Dataset", lambda m: m.info.dataset),
-    ("Test-time augmentation", lambda m: m.info.tta),
+    ("Test-time augmentation", lambda m: m.info.tta_summary),
     ("Uncertainty threshold", lambda m: threshold_text(m.info.uncertainty_threshold)),
     ("Precision", lambda m: m.info.precision),
     ("Calibration", lambda m: calibration_text(m.info.temperature, m.info.cascade)),

@@ -145,6 +145,15 @@ class ModelInfo:
         return len(self.class_names)
 
     @property
+    def tta_summary(self) -> str:
+        """The views a picture gets, e.g. 'none' or, for a cascade whose later nets look at more,
+        'none; translate for the nets that join when the first is unsure'."""
+        stages = self.cascade.get("tta") or []
+        if len(stages) == 2 and stages[1] != stages[0]:
+            return f"{stages[0]}; {stages[1]} for the nets that join when the first is unsure"
+        return self.tta
+
+    @property
     def threshold(self) -> float | None:
         """Short name of `uncertainty_threshold` (the app reads it)."""
         return self.uncertainty_threshold

@@ -51,6 +51,87 @@ def test_stage_log_probabilities_average_to_the_members_logits():
     np.testing.assert_allclose(mixed[~unsure], _softmax(l1 / 0.5)[~unsure], atol=1e-6)
 
 
+def _graph(nodes: list, initializers: list):
+    """A stand-in contract graph: uint8 NHWC pixels in, probabilities and (N, 10, 1, 1) class maps out."""
+    from onnx import TensorProto, helper
+
+    from cifar10kit.runtime import contract
+
+    nodes = [
+        *nodes,
+        helper.make_node("Softmax", ["logits"], [contract.OUTPUT_PROBS], axis=1),
+        helper.make_node("Unsqueeze", ["logits", "hw_axes"], [contract.OUTPUT_CAM]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stand-in",
+        [helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.UINT8, ["N", 32, 32, 3])],
+        [
+            helper.make_tensor_value_info(contract.OUTPUT_PROBS, TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info(contract.OUTPUT_CAM, TensorProto.FLOAT, ["N", 10, 1, 1]),
+        ],
+        initializer=[*initializers, helper.make_tensor("hw_axes", TensorProto.INT64, [2], [2, 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", contract.OPSET)], ir_version=10)
+
+
+def test_the_rest_runs_on_the_unsure_images_only():
+    """The second stage here answers with the size of the batch it was given (as logit 0): the cascade's
+    unsure rows must show how many unsure images there were, and a batch with none must not run it."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from cifar10kit.export.cascade import cascade_probs, compose
+    from cifar10kit.runtime import contract
+
+    # The first stage: logits are the first ten red values of row 0, so each image sets its own confidence.
+    first = _graph(
+        [
+            helper.make_node("Slice", [contract.INPUT_NAME, "at", "to", "axes"], ["row"]),
+            helper.make_node("Reshape", ["row", "flat"], ["row_flat"]),
+            helper.make_node("Cast", ["row_flat"], ["logits"], to=TensorProto.FLOAT),
+        ],
+        [
+            helper.make_tensor("at", TensorProto.INT64, [3], [0, 0, 0]),
+            helper.make_tensor("to", TensorProto.INT64, [3], [1, 10, 1]),
+            helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+            helper.make_tensor("flat", TensorProto.INT64, [2], [-1, 10]),
+        ],
+    )
+    rest = _graph(
+        [
+            helper.make_node("Shape", [contract.INPUT_NAME], ["n_int"], end=1),
+            helper.make_node("Cast", ["n_int"], ["n"], to=TensorProto.FLOAT),
+            helper.make_node("Concat", ["n_int", "ten"], ["n_by_10"], axis=0),
+            helper.make_node("Mul", ["n", "one_hot"], ["row_logits"]),
+            helper.make_node("Expand", ["row_logits", "n_by_10"], ["logits"]),
+        ],
+        [
+            helper.make_tensor("one_hot", TensorProto.FLOAT, [10], [1.0] + [0.0] * 9),
+            helper.make_tensor("ten", TensorProto.INT64, [1], [10]),
+        ],
+    )
+    onnx.checker.check_model(rest)
+    model = compose(first, rest, 1, 0.9, 1.0, 1.0)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    pixels = np.zeros((7, 32, 32, 3), np.uint8)
+    pixels[:, 0, 0, 0] = 9  # class 0 far ahead: sure ...
+    pixels[[1, 4, 5], 0, 0, 0] = 1  # ... except three images, whose ten logits are all within one
+    probs, cam = session.run(None, {contract.INPUT_NAME: pixels})
+    first_probs = _softmax(pixels[:, 0, :10, 0].astype(np.float64))
+    for m, batch in ((3, pixels), (1, pixels[[0, 4, 6]])):  # the rest saw m images, whatever the batch
+        rest_probs = _softmax(np.tile(np.eye(10)[0] * m, (len(batch), 1)))
+        want, unsure = cascade_probs(_softmax(batch[:, 0, :10, 0].astype(np.float64)), rest_probs, 1, 0.9, 1, 1)
+        assert unsure.sum() == m
+        got = probs if m == 3 else session.run(None, {contract.INPUT_NAME: batch})[0]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(probs[[0, 2, 3, 6]], first_probs[[0, 2, 3, 6]], atol=1e-6)
+    assert cam.shape == (7, 10, 1, 1)
+    sure = session.run(None, {contract.INPUT_NAME: pixels[[0, 2]]})[0]  # nothing unsure: the rest never runs
+    np.testing.assert_allclose(sure, first_probs[[0, 2]], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # A cascade of two tiny nets, exported through the real pipeline
 
@@ -135,6 +216,37 @@ def test_cascade_calibrates_two_temperatures(trained_run, second_run, calibrated
     assert cascade["temperatures"] == [round(t_first, 4), round(t_all, 4)]
     assert result["metadata"][contract.KEY_TEMPERATURE] == f"{t_first:.4f}"
     assert "even-numbered" in result["metadata"][contract.KEY_CALIBRATION_SET]
+
+
+@needs_torch
+def test_the_rest_may_look_at_more_views(trained_run, second_run, tiny_cifar, tmp_path):
+    """--tta-rest: the first net on the picture alone, the one that joins on the picture and its mirror;
+    the file answers as those two stages would, and says what each stage looks at and costs."""
+    from cifar10kit.export.cascade import cascade_probs
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime.dataset import load_cifar10
+    from cifar10kit.runtime.session import Classifier
+
+    quiet = dict(data_dir=str(tiny_cifar), calibrate=False, log=lambda *_: None)
+    export(trained_run, tmp_path / "a.onnx", tta="none", **quiet)
+    export(second_run, tmp_path / "b.onnx", tta="flip", **quiet)
+    x, _, _ = load_cifar10(str(tiny_cifar), "test")
+    (pa, _), (pb, _) = _run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x)
+    threshold = float(np.median(pa.max(1)))
+    export([trained_run, second_run], tmp_path / "c.onnx", cascade=threshold, tta="none", tta_rest="flip", **quiet)
+    want, _ = cascade_probs(pa, pb, 1, threshold, 1.0, 1.0)
+    np.testing.assert_allclose(_run(tmp_path / "c.onnx", x)[0], want, atol=1e-5)
+
+    info = Classifier(tmp_path / "c.onnx", provider="cpu").info
+    assert info.tta == "none" and info.cascade["tta"] == ["none", "flip"]
+    assert info.tta_summary == "none; flip for the nets that join when the first is unsure"
+    # Every stage running: one view of the first net, two of the second.
+    assert info.cascade["gflop_first"] == pytest.approx(info.gflop_per_image / 3, rel=0.01)
+    with pytest.raises(ValueError, match="needs --cascade"):
+        export(trained_run, tmp_path / "d.onnx", tta_rest="flip", **quiet)
+    alone = cli("export", str(trained_run), "-o", str(tmp_path / "d.onnx"), "--tta-rest", "flip")
+    one_line_error(alone, "--tta-rest", "add --cascade")
+    assert alone.returncode == 2 and not (tmp_path / "d.onnx").exists()
 
 
 @needs_torch

@@ -231,6 +231,10 @@ def test_model_fields_are_labelled_once_and_read_the_model():
     assert fields["Architecture"] == info.architecture and fields["Precision"] == info.precision
     assert fields["Test accuracy"] == f"{info.test_accuracy * 100:.2f}%"
     assert fields["Provider"] == "CPUExecutionProvider"
+    assert fields["Test-time augmentation"] == info.tta_summary
+    staged = dataclasses.replace(info, tta="none", cascade={**info.cascade, "tta": ["none", "translate"]})
+    assert staged.tta_summary == "none; translate for the nets that join when the first is unsure"
+    assert dataclasses.replace(info, tta="flip", cascade={}).tta_summary == "flip"
     assert fields["File"].startswith("default.onnx, shipped with the app  (") and fields["File"].endswith(" MB)")
     recipe = text.recipe_text(model)
     assert all(key in recipe for key in info.recipe)

@@ -54,6 +54,22 @@ def test_calibration_takes_n_training_images_in_equal_batches(tiny_cifar, tmp_pa
         calibration_images(str(tiny_cifar), fallback, 0)
 
 
+def test_calibration_takes_fewer_images_when_each_passes_many_nets_and_views(tiny_cifar):
+    """onnxruntime's percentile calibrator holds every activation: 1,024 images through two nets with
+    6-view TTA (12 passes each) needed more than 24 GB. The budget is what a pair at one view needs."""
+    import numpy as np
+
+    from cifar10kit.export.quantize import CALIBRATION_PASSES, calibration_count, calibration_images
+
+    assert calibration_count(1024, 1) == 1024 and calibration_count(1024, 2) == 1024  # one net, or a pair
+    assert calibration_count(1024, 12) == 160  # a pair with translate TTA: 2048 // 12 = 170, to a multiple of 32
+    assert calibration_count(1024, 12) * 12 <= CALIBRATION_PASSES
+    assert calibration_count(1024, 1000) == 32  # never fewer than one batch of 32
+    assert calibration_count(100, 12) == 100  # within the budget: as asked
+    batches = calibration_images(str(tiny_cifar), np.zeros((1, 32, 32, 3), np.uint8), 160)
+    assert batches.shape == (5, 32, 32, 32, 3)  # all 160, in equal batches
+
+
 # ----------------------------------------------------------------------------------------------
 # 7-bit weights: without VNNI, onnxruntime's int8 kernels add pairs of products in 16 bits
 
