@@ -176,7 +176,7 @@ def test_export_flags_reach_the_exporter(monkeypatch, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == {"written": True}
     assert main(["export", "run", "-o", out, "--fp16", "--no-calibrate", "--tta", "none", "--verify-n", "9"]) == 0
     assert main(["export", "a", "b", "-o", out, "--cascade"]) == 0
-    assert main(["export", "a", "b", "-o", out, "--cascade", "0.8"]) == 0
+    assert main(["export", "a", "b", "-o", out, "--cascade", "0.8", "--tta-rest", "translate"]) == 0
     assert calls[0]["precision"] == "int8" and calls[0]["calibration_n"] == 64 and calls[0]["calibrate"]
     assert calls[1] | {"data_dir": None} == {
         "data_dir": None,
@@ -186,5 +186,7 @@ def test_export_flags_reach_the_exporter(monkeypatch, tmp_path, capsys):
         "calibrate": False,
         "calibration_n": CALIBRATION_IMAGES,
         "cascade": None,
+        "tta_rest": None,
     }
     assert (calls[2]["cascade"], calls[3]["cascade"]) == (0.95, 0.8)
+    assert (calls[2]["tta_rest"], calls[3]["tta_rest"]) == (None, "translate")
