@@ -1,6 +1,6 @@
 """What a cascade's threshold trades: the share of pictures that ask the later nets, against accuracy.
 
-    python benchmarks/cascade_tradeoff.py FIRST.onnx REST.onnx [--rest-members K] [--data-dir DIR] \
+    python benchmarks/cascade_tradeoff.py FIRST.onnx REST.onnx [--rest-weight W] [--data-dir DIR] \
         [--folder JPEG_COPY] [--plot docs/cascade.png] [--json]
 
 FIRST and REST are the two stages as single contract files exported at temperature 1
@@ -75,7 +75,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("first")
     p.add_argument("rest")
-    p.add_argument("--rest-members", type=int, default=1, help="nets averaged in REST (default 1)")
+    p.add_argument(
+        "--rest-weight",
+        type=float,
+        default=1.0,
+        help="how much REST's answer counts against FIRST's: its passes per image over FIRST's, nets x views "
+        "(default 1; 2 for two nets after one, 12 for two nets on six views after one net on one view)",
+    )
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default $CIFAR10_DATA)")
     p.add_argument("--folder", help="also a labelled folder (FOLDER/<class>/<images>), e.g. a JPEG copy")
     p.add_argument("--limit", type=int, default=0, help="first N test images only")
@@ -87,11 +93,11 @@ def main() -> int:
     if a.limit:
         x, y = x[: a.limit], y[: a.limit]
     first, rest = stage_probs([a.first, a.rest], x)
-    temps = fit_temperatures(first, rest, a.rest_members, y)
-    results = {"test set": curves(first, rest, a.rest_members, y, temps)}
+    temps = fit_temperatures(first, rest, a.rest_weight, y)
+    results = {"test set": curves(first, rest, a.rest_weight, y, temps)}
     if a.folder:
         fx, fy = labelled_folder(a.folder)
-        results[Path(a.folder).name] = curves(*stage_probs([a.first, a.rest], fx), a.rest_members, fy, temps)
+        results[Path(a.folder).name] = curves(*stage_probs([a.first, a.rest], fx), a.rest_weight, fy, temps)
     if a.plot:
         plot(results, Path(a.plot))
     if a.json:

@@ -95,7 +95,9 @@ def reproduce_lines(
     if cascade:
         how = (
             f"A cascade of {len(members)} nets: member 1 answers alone where its calibrated top probability is "
-            f"{cascade['threshold']:g} or more, and the others join it (their logits averaged) where it is less."
+            f"{cascade['threshold']:g} or more, and the others join it where it is less (the logits of every pass "
+            f"through a net averaged: the rest's answer weighs {cascade.get('rest_weight', len(members) - 1):g} times "
+            "the first net's)."
         )
         stages = cascade.get("tta") or []
         if len(stages) == 2 and stages[0] != stages[1]:

@@ -43,26 +43,36 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def combined_scores(first: np.ndarray, rest: np.ndarray, rest_members: int) -> np.ndarray:
-    """Every member's mean logits (up to a constant per image), from the two stages' probabilities at
-    temperature 1: the first stage is one net, the rest the mean of `rest_members` nets."""
-    return (log_probs(first) + rest_members * log_probs(rest)) / (1 + rest_members)
+def combined_scores(first: np.ndarray, rest: np.ndarray, rest_weight: float) -> np.ndarray:
+    """Every pass's mean logits (up to a constant per image), from the two stages' probabilities at
+    temperature 1. `rest_weight`: the rest's passes per image over the first's (see pass_weight)."""
+    return (log_probs(first) + rest_weight * log_probs(rest)) / (1 + rest_weight)
+
+
+def pass_weight(first_passes: int, rest_passes: int) -> float:
+    """How much the rest's answer counts against the first net's: one net on one view after one net on
+    one view counts once, two nets on six views each twelve times. Every pass through a net counts
+    once, so an unsure picture gets the mean of all its passes, as an ensemble over the same views
+    would give it. (Counting the rest as its two nets only, the first net's single unshifted view
+    weighed a third and dragged the answer towards it: on the JPEG q75 test copy the cascade scored
+    below its own rest stage.)"""
+    return rest_passes / first_passes
 
 
 def cascade_probs(
-    first: np.ndarray, rest: np.ndarray, rest_members: int, threshold: float, t_first: float, t_all: float
+    first: np.ndarray, rest: np.ndarray, rest_weight: float, threshold: float, t_first: float, t_all: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(the cascade's probabilities, which images asked the rest) from the stages' raw probabilities."""
     alone = log_probs(first) / t_first
     unsure = _softmax(alone).max(1) < threshold
-    scores = np.where(unsure[:, None], combined_scores(first, rest, rest_members) / t_all, alone)
+    scores = np.where(unsure[:, None], combined_scores(first, rest, rest_weight) / t_all, alone)
     return _softmax(scores).astype(np.float32), unsure
 
 
 def tradeoff(
     first: np.ndarray,
     rest: np.ndarray,
-    rest_members: int,
+    rest_weight: float,
     labels: np.ndarray,
     t_first: float,
     t_all: float,
@@ -72,19 +82,21 @@ def tradeoff(
     What to weigh when choosing `--cascade T` (on held-out images where the run has them)."""
     rows = []
     for t in thresholds:
-        probs, unsure = cascade_probs(first, rest, rest_members, t, t_first, t_all)
+        probs, unsure = cascade_probs(first, rest, rest_weight, t, t_first, t_all)
         rows.append(
             {"threshold": t, "rest_share": float(unsure.mean()), "accuracy": float((probs.argmax(1) == labels).mean())}
         )
     return rows
 
 
-def fit_temperatures(first: np.ndarray, rest: np.ndarray, rest_members: int, labels: np.ndarray) -> tuple[float, float]:
+def fit_temperatures(
+    first: np.ndarray, rest: np.ndarray, rest_weight: float, labels: np.ndarray
+) -> tuple[float, float]:
     """The first net's temperature and the whole ensemble's, each fitted on the even-numbered images
     (as `calibrate.fit_calibration` does): one net alone and the ensemble are differently confident."""
     return (
         fit_temperature(log_probs(first)[0::2], labels[0::2]),
-        fit_temperature(combined_scores(first, rest, rest_members)[0::2], labels[0::2]),
+        fit_temperature(combined_scores(first, rest, rest_weight)[0::2], labels[0::2]),
     )
 
 
@@ -112,6 +124,33 @@ def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> onnx.Graph
     return g
 
 
+def _read_shared_weights(outer: onnx.GraphProto, inner: onnx.GraphProto, min_bytes: int = 1024) -> int:
+    """Drop `inner`'s large initializers that equal one of `outer`'s and have its nodes read `outer`'s
+    (an `If` branch sees its graph's values): a net listed in both stages is stored once. Each of
+    `outer`'s tensors stands in for one of `inner`'s at most, so no two inner nodes come to share one.
+    Returns the bytes saved."""
+    by_content: dict[tuple, str] = {}
+    for t in outer.initializer:
+        array = numpy_helper.to_array(t)
+        if array.nbytes >= min_bytes:
+            by_content.setdefault((array.dtype.str, array.shape, array.tobytes()), t.name)
+    renamed, kept, saved = {}, [], 0
+    for t in inner.initializer:
+        array = numpy_helper.to_array(t)
+        name = (
+            by_content.pop((array.dtype.str, array.shape, array.tobytes()), None) if array.nbytes >= min_bytes else None
+        )
+        if name is None:
+            kept.append(t)
+        else:
+            renamed[t.name], saved = name, saved + array.nbytes
+    for node in inner.node:
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+    del inner.initializer[:]
+    inner.initializer.extend(kept)
+    return saved
+
+
 def _floats(name: str) -> onnx.ValueInfoProto:
     """A branch output: float32, its shape left to the runtime (it follows the batch)."""
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
@@ -124,7 +163,7 @@ def _const(name: str, value: Any, dtype=np.float32) -> onnx.TensorProto:
 def compose(
     first: onnx.ModelProto,
     rest: onnx.ModelProto,
-    rest_members: int,
+    rest_weight: float,
     threshold: float,
     t_first: float,
     t_all: float,
@@ -134,10 +173,11 @@ def compose(
     (when there are any). Outputs as the contract says; metadata is the caller's."""
     # The rest reads "rest/images": the unsure rows of the input, gathered in its branch.
     a, b = _prefixed(first.graph, "first/", {contract.INPUT_NAME}), _prefixed(rest.graph, "rest/", set())
+    _read_shared_weights(a, b)
     probs_a, cam_a = f"first/{contract.OUTPUT_PROBS}", f"first/{contract.OUTPUT_CAM}"
     probs_b, cam_b = f"rest/{contract.OUTPUT_PROBS}", f"rest/{contract.OUTPUT_CAM}"
     node = helper.make_node
-    k = int(rest_members)
+    k = float(rest_weight)
     constants = [
         _const("cascade/floor", _FLOOR),
         _const("cascade/threshold", threshold),

@@ -31,7 +31,7 @@ from . import conformance, verify
 from .calibrate import MIN_CALIBRATION_IMAGES, fit_calibration, uncertainty_threshold
 from .flops import gflop_per_image
 from .graph import Deployable, export_onnx, set_metadata
-from .quantize import CALIBRATION_IMAGES, calibration_count, make_variant
+from .quantize import CALIBRATION_IMAGES, make_variant
 from .torch_runner import torch_runner  # noqa: F401 - `cifar10 bench --checkpoint` imports it from here
 
 
@@ -76,15 +76,15 @@ def export(
             checkpoint,
             output,
             cascade,
-            data_dir,
-            tta,
-            verify_n,
-            precision,
-            max_drop,
-            calibrate,
-            calibration_n,
-            log,
-            tta_rest,
+            data_dir=data_dir,
+            tta=tta,
+            verify_n=verify_n,
+            precision=precision,
+            max_drop=max_drop,
+            calibrate=calibrate,
+            calibration_n=calibration_n,
+            log=log,
+            tta_rest=tta_rest,
         )
     if tta_rest is not None:
         raise ValueError("a TTA for the rest of a cascade (--tta-rest) needs --cascade")
@@ -140,13 +140,7 @@ def export(
         final = staged
         if precision != "fp32":
             variant = Path(tmp) / f"{precision}.onnx"
-            n = calibration_count(calibration_n, module.passes_per_image)
-            if precision == "int8" and n < calibration_n:
-                log(
-                    f"int8 ranges from {n} training images, not {calibration_n}: each goes through the nets "
-                    f"{module.passes_per_image} times ({module.tta} TTA), and the calibrator keeps every activation"
-                )
-            make_variant(staged, variant, precision, data_dir, pixels, n)
+            make_variant(staged, variant, precision, data_dir, pixels, calibration_n, module.passes_per_image)
             vprobs = verify.ort_probs(variant, pixels)
             drop = verify.compare_variant(precision, vprobs, probs, labels, log)
             if drop is not None and drop > max_drop:
@@ -215,7 +209,7 @@ def export_cascade(
     The rest may look at more views (`tta_rest`) than the first net: they only run for the few unsure
     images, where the extra views pay most. To have the first net's other views join too, list its
     checkpoint again among the rest."""
-    from .cascade import cascade_probs, combined_scores, compose, tradeoff
+    from .cascade import cascade_probs, combined_scores, compose, pass_weight, tradeoff
 
     output = Path(output)
     paths = checkpoint_paths(checkpoint)
@@ -233,23 +227,40 @@ def export_cascade(
     held = verify.holdout_set(ckpts, data_dir, log)
     cal_pixels, cal_labels, cal_set = held if held is not None else (pixels, labels, test_set)
     k = len(paths) - 1
+    weight = pass_weight(
+        *(
+            Deployable(n, ckpts[0]["mean"], ckpts[0]["std"], v).passes_per_image
+            for n, v in ((nets[:1], tta), (nets[1:], tta_rest))
+        )
+    )
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         # 1. The stages, each a verified contract file of its own.
         stages = [Path(tmp) / "first.onnx", Path(tmp) / "rest.onnx"]
         for stage, members, views in zip(stages, (paths[:1], paths[1:]), (tta, tta_rest)):
             log(f"cascade, {stage.stem} stage: {', '.join(map(str, members))}")
-            export(members, stage, data_dir, views, verify_n, precision, max_drop, False, calibration_n, log)
+            export(
+                members,
+                stage,
+                data_dir=data_dir,
+                tta=views,
+                verify_n=verify_n,
+                precision=precision,
+                max_drop=max_drop,
+                calibrate=False,  # the cascade fits its own two temperatures below
+                calibration_n=calibration_n,
+                log=log,
+            )
         first, rest = (verify.ort_probs(stage, pixels) for stage in stages)
 
         # 2. Two temperatures, on the same images `export` would calibrate on; what other thresholds would do.
         answers = (first, rest) if held is None else tuple(verify.ort_probs(s, cal_pixels) for s in stages)
         calibration: dict[str, Any] = {}
         if calibrate:
-            calibration = cascade_calibration(*answers, k, threshold, cal_labels, log)
+            calibration = cascade_calibration(*answers, weight, threshold, cal_labels, log)
             if calibration and held is None:
                 cal_set += " (the temperatures on its even-numbered images)"
         t_first, t_all = calibration.get("temperature", 1.0), calibration.get("temperature_all", 1.0)
-        options = [] if cal_labels is None else tradeoff(*answers, k, cal_labels, t_first, t_all)
+        options = [] if cal_labels is None else tradeoff(*answers, weight, cal_labels, t_first, t_all)
         if options:
             log(
                 f"thresholds on {len(cal_labels)} {'held-out training' if held is not None else 'test'} images "
@@ -258,10 +269,10 @@ def export_cascade(
             )
 
         # 3. The composed graph, against the stages' answers.
-        model = compose(*(onnx.load(str(s)) for s in stages), k, threshold, t_first, t_all)
+        model = compose(*(onnx.load(str(s)) for s in stages), weight, threshold, t_first, t_all)
         staged = Path(tmp) / "cascade.onnx"
         onnx.save(model, str(staged))
-        want, unsure = cascade_probs(first, rest, k, threshold, t_first, t_all)
+        want, unsure = cascade_probs(first, rest, weight, threshold, t_first, t_all)
         probs = verify.ort_probs(staged, pixels)
         check = verify.Verification(
             n=len(pixels),
@@ -277,11 +288,16 @@ def export_cascade(
             raise ExportError(
                 f"refusing to write {output}: the cascade disagrees with its stages: " + "; ".join(problems)
             )
-        figures: dict[str, Any] = {"rest_share": float(unsure.mean()), "images": len(pixels), "tradeoff": options}
+        figures: dict[str, Any] = {
+            "rest_share": float(unsure.mean()),
+            "rest_weight": weight,
+            "images": len(pixels),
+            "tradeoff": options,
+        }
         line = f"cascade: the other {k} net(s) ran for {figures['rest_share']:.1%} of {len(pixels)} images"
         if labels is not None:
             figures["first_accuracy"] = float((first.argmax(1) == labels).mean())
-            figures["every_net_accuracy"] = float((combined_scores(first, rest, k).argmax(1) == labels).mean())
+            figures["every_net_accuracy"] = float((combined_scores(first, rest, weight).argmax(1) == labels).mean())
             line += (
                 f"; accuracy {check.onnx_accuracy:.4f} (every net on every image: "
                 f"{figures['every_net_accuracy']:.4f}, the first alone: {figures['first_accuracy']:.4f})"
@@ -324,21 +340,21 @@ def export_cascade(
 def cascade_calibration(
     first: np.ndarray,
     rest: np.ndarray,
-    k: int,
+    weight: float,
     threshold: float,
     labels: np.ndarray | None,
     log: Callable[[str], object],
 ) -> dict[str, Any]:
     """The cascade's two temperatures fitted on the even-numbered labelled images, its calibration error
-    on the odd-numbered ones; {} when there are too few labels."""
+    on the odd-numbered ones; {} when there are too few labels. `weight`: see cascade.pass_weight."""
     from .cascade import cascade_probs, fit_temperatures
 
     if labels is None or len(labels) < MIN_CALIBRATION_IMAGES:
         have = 0 if labels is None else len(labels)
         log(f"not calibrated: needs {MIN_CALIBRATION_IMAGES}+ labelled images, have {have}")
         return {}
-    t_first, t_all = fit_temperatures(first, rest, k, labels)
-    odd = cascade_probs(first[1::2], rest[1::2], k, threshold, t_first, t_all)[0]
+    t_first, t_all = fit_temperatures(first, rest, weight, labels)
+    odd = cascade_probs(first[1::2], rest[1::2], weight, threshold, t_first, t_all)[0]
     out = dict(temperature=t_first, temperature_all=t_all, fit_images=len(labels[0::2]), held_out_images=len(odd))
     out["ece_after"] = expected_calibration_error(odd, labels[1::2])
     log(
@@ -358,7 +374,8 @@ def cascade_metadata(
 ) -> dict[str, str]:
     """What a cascade's file says of itself beyond an ensemble's: its shape, its temperature for most
     images, its cost when every stage runs, and the `cascade` key (threshold, both temperatures, stages,
-    each stage's test-time augmentation, the first stage's cost). `tta` stays the first stage's: what
+    each stage's test-time augmentation, how much the rest's answer counts against the first's, the first
+    stage's cost). `tta` stays the first stage's: what
     most images get."""
     first = nets[0].arch
     rest = nets[1].arch if len(nets) == 2 else f"{len(nets) - 1} nets: " + " + ".join(n.arch for n in nets[1:])
@@ -378,6 +395,7 @@ def cascade_metadata(
                 "first": first,
                 "rest": [n.arch for n in nets[1:]],
                 "tta": list(ttas),
+                "rest_weight": round(figures["rest_weight"], 4),
                 "gflop_first": round(first_cost, 4),
                 "rest_share": round(figures["rest_share"], 4),
             }

@@ -19,10 +19,11 @@ from ..runtime import contract
 from ..runtime.dataset import load_cifar10
 
 CALIBRATION_IMAGES = 1024
-# onnxruntime's percentile calibrator keeps every activation of every calibration image until it has
-# seen them all: measured 4.2 MB per image, per view, per 128-384-384 net (10 GB for 192 images through
-# two such nets with 6-view TTA). This many image passes (1,024 images through a pair, one view each,
-# about 9 GB) is the most an export asks for; more views or nets take fewer images.
+# onnxruntime's percentile calibrator keeps every activation of the images it is given until it has
+# seen them all: measured 4.2 MB per image, per view, per 128-384-384 net (more than 24 GB for 1,024
+# images through two such nets with 6-view TTA). It is given them in chunks of at most this many image
+# passes (about 9 GB) and merges each chunk's histograms into the last: every export calibrates on all
+# its images, whatever its nets and views.
 CALIBRATION_PASSES = 2048
 
 
@@ -33,12 +34,15 @@ def make_variant(
     data_dir: str | None,
     pixels: np.ndarray,
     calibration_n: int = CALIBRATION_IMAGES,
+    passes_per_image: int = 1,
 ) -> None:
-    """Write the fp16 or int8 copy of the fp32 file `src` to `dst` (int8: ranges from `calibration_n` images)."""
+    """Write the fp16 or int8 copy of the fp32 file `src` to `dst` (int8: ranges from `calibration_n`
+    images, each going through the graph's nets and views `passes_per_image` times)."""
     if precision == "fp16":
         make_fp16(src, dst)
     elif precision == "int8":
-        make_int8(src, dst, calibration_images(data_dir, pixels, calibration_n))
+        batches = calibration_images(data_dir, pixels, calibration_n)
+        make_int8(src, dst, batches, chunk=calibration_chunk(batches.shape[:2], passes_per_image))
     else:
         raise ValueError(f"precision {precision!r}: use fp16 or int8")
 
@@ -107,12 +111,12 @@ def _softmax_straight_out(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def calibration_count(requested: int, passes_per_image: int) -> int:
-    """How many of the `requested` calibration images fit CALIBRATION_PASSES when each goes through the
-    graph's nets and views `passes_per_image` times (a multiple of 32, at least 32)."""
-    if requested * passes_per_image <= CALIBRATION_PASSES:
-        return requested
-    return max(32, CALIBRATION_PASSES // passes_per_image // 32 * 32)
+def calibration_chunk(batches: tuple[int, int], passes_per_image: int) -> int:
+    """How many of the (count, size) calibration batches the calibrator is given at once: the most that
+    keep images x passes within CALIBRATION_PASSES and divide the batches evenly (at least one)."""
+    count, size = batches
+    fits = max(1, CALIBRATION_PASSES // (size * passes_per_image))
+    return max(k for k in range(1, min(fits, count) + 1) if count % k == 0)
 
 
 def calibration_images(data_dir: str | None, fallback: np.ndarray, n: int = CALIBRATION_IMAGES) -> np.ndarray:
@@ -126,13 +130,12 @@ def calibration_images(data_dir: str | None, fallback: np.ndarray, n: int = CALI
         calib = fallback[:n]
     # Equal batches: onnxruntime's percentile calibrator stacks them and fails on a short last one.
     batch = min(64, len(calib))
-    if len(calib) % batch and len(calib) % 32 == 0:
-        batch = 32
     return calib[: len(calib) // batch * batch].reshape(-1, batch, *calib.shape[1:])
 
 
-def make_int8(src: Path, dst: Path, batches: np.ndarray, narrow: bool = True) -> None:
-    """Static QDQ quantisation: int8 per-channel weights, uint8 activations, ranges from `batches`.
+def make_int8(src: Path, dst: Path, batches: np.ndarray, narrow: bool = True, chunk: int | None = None) -> None:
+    """Static QDQ quantisation: int8 per-channel weights, uint8 activations, ranges from `batches`,
+    given to the calibrator `chunk` batches at a time (None: all at once; see calibration_chunk).
     `narrow`: weights within [-64, 64] (see narrow_weights); False only to make the files of old."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -145,7 +148,13 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray, narrow: bool = True) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{contract.INPUT_NAME: b} for b in batches])
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:  # the calibrator's chunking asks for it
+            self.batches = iter([{contract.INPUT_NAME: b} for b in batches[start_index:end_index]])
 
         def get_next(self):
             return next(self.batches, None)
@@ -176,6 +185,9 @@ def make_int8(src: Path, dst: Path, batches: np.ndarray, narrow: bool = True) ->
                 # 7-bit weights: see narrow_weights. Free on CPUs with VNNI or AMX, and without it a
                 # CPU with AVX2 only (most laptops) computes the file wrongly.
                 reduce_range=narrow,
+                # Chunks: the calibrator empties its activations into histograms after each (named for
+                # min/max, but every histogram calibrator merges its chunks the same way).
+                extra_options={"CalibStridedMinMax": chunk} if chunk and chunk < len(batches) else {},
             )
     finally:
         root.setLevel(level)

@@ -51,6 +51,24 @@ def test_stage_log_probabilities_average_to_the_members_logits():
     np.testing.assert_allclose(mixed[~unsure], _softmax(l1 / 0.5)[~unsure], atol=1e-6)
 
 
+def test_every_pass_through_a_net_counts_once():
+    """A rest stage of two nets on six views each is twelve passes against the first net's one: an
+    unsure picture gets the mean of all thirteen passes' logits, not a third of the first's single view."""
+    pytest.importorskip("onnx")
+    from cifar10kit.export.cascade import combined_scores, pass_weight
+
+    assert pass_weight(1, 2) == 2 and pass_weight(1, 12) == 12 and pass_weight(2, 2) == 1
+    rng = np.random.default_rng(1)
+    first_view = rng.normal(0, 3, (50, 10))
+    rest_passes = rng.normal(0, 3, (12, 50, 10))
+    first, rest = _softmax(first_view), _softmax(rest_passes.mean(0))
+    every_pass = (first_view + rest_passes.sum(0)) / 13
+    np.testing.assert_allclose(
+        _softmax(combined_scores(first, rest, pass_weight(1, 12))), _softmax(every_pass), atol=1e-9
+    )
+    assert np.abs(_softmax(combined_scores(first, rest, 2)) - _softmax(every_pass)).max() > 0.01  # the old weighting
+
+
 def _graph(nodes: list, initializers: list):
     """A stand-in contract graph: uint8 NHWC pixels in, probabilities and (N, 10, 1, 1) class maps out."""
     from onnx import TensorProto, helper
@@ -234,10 +252,12 @@ def test_the_rest_may_look_at_more_views(trained_run, second_run, tiny_cifar, tm
     (pa, _), (pb, _) = _run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x)
     threshold = float(np.median(pa.max(1)))
     export([trained_run, second_run], tmp_path / "c.onnx", cascade=threshold, tta="none", tta_rest="flip", **quiet)
-    want, _ = cascade_probs(pa, pb, 1, threshold, 1.0, 1.0)
+    # Every pass counts once: the second net's two views twice as much as the first net's one.
+    want, _ = cascade_probs(pa, pb, 2, threshold, 1.0, 1.0)
     np.testing.assert_allclose(_run(tmp_path / "c.onnx", x)[0], want, atol=1e-5)
 
     info = Classifier(tmp_path / "c.onnx", provider="cpu").info
+    assert info.cascade["rest_weight"] == 2
     assert info.tta == "none" and info.cascade["tta"] == ["none", "flip"]
     assert info.tta_summary == "none; flip for the nets that join when the first is unsure"
     # Every stage running: one view of the first net, two of the second.
@@ -247,6 +267,44 @@ def test_the_rest_may_look_at_more_views(trained_run, second_run, tiny_cifar, tm
     alone = cli("export", str(trained_run), "-o", str(tmp_path / "d.onnx"), "--tta-rest", "flip")
     one_line_error(alone, "--tta-rest", "add --cascade")
     assert alone.returncode == 2 and not (tmp_path / "d.onnx").exists()
+
+
+@needs_torch
+def test_a_net_in_both_stages_is_stored_once(trained_run, second_run, tiny_cifar, tmp_path):
+    """The first net listed again among the rest (so that its other views join): its int8 weights are
+    identical in both stages, and the rest's branch reads the first stage's copy instead of its own."""
+    import onnx
+    from onnx import numpy_helper
+
+    from cifar10kit.export.cascade import cascade_probs
+    from cifar10kit.export.exporter import export
+    from cifar10kit.runtime.dataset import load_cifar10
+
+    quiet = dict(data_dir=str(tiny_cifar), calibrate=False, precision="int8", max_drop=0.2, log=lambda *_: None)
+    export(trained_run, tmp_path / "a.onnx", tta="none", **quiet)
+    export([trained_run, second_run], tmp_path / "b.onnx", tta="flip", **quiet)
+    x, _, _ = load_cifar10(str(tiny_cifar), "test")
+    (pa, _), (pb, _) = _run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x)
+    threshold = float(np.median(pa.max(1)))
+    both = [trained_run, trained_run, second_run]
+    result = export(both, tmp_path / "c.onnx", cascade=threshold, tta="none", tta_rest="flip", **quiet)
+
+    want, _ = cascade_probs(pa, pb, 4, threshold, 1.0, 1.0)  # two nets on two views after one on one
+    np.testing.assert_allclose(_run(tmp_path / "c.onnx", x)[0], want, atol=1e-5)  # the same answers
+    assert result["conformance"]["agreement"] >= 0.99  # and the same in OpenVINO
+    model = onnx.load(str(tmp_path / "c.onnx"))
+    branch = next(a.g for n in model.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+
+    def large(graph):
+        return {
+            numpy_helper.to_array(t).tobytes() for t in graph.initializer if numpy_helper.to_array(t).nbytes >= 1024
+        }
+
+    first_weights = large(onnx.load(str(tmp_path / "a.onnx")).graph)
+    assert len(first_weights) >= 4 and first_weights <= large(model.graph)  # the first stage's own copy
+    assert not large(branch) & first_weights  # read from there, not held again
+    stages = (tmp_path / "a.onnx").stat().st_size + (tmp_path / "b.onnx").stat().st_size
+    assert result["bytes"] < stages - 0.8 * sum(len(w) for w in first_weights)
 
 
 @needs_torch
