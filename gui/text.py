@@ -134,7 +134,7 @@ NO_MODEL = "No model loaded: use “Open model…”"
 def file_text(path: Path) -> str:
     """A model file as the Model tab names it: a shipped model by name (its install folder says nothing
     to the user), one under the home folder from ~, any other by its full path."""
-    size = path.stat().st_size / 2**20 if path.exists() else 0.0
+    size = path.stat().st_size / 1e6 if path.exists() else 0.0  # decimal megabytes, as the README and file browsers
     resolved, home = path.resolve(), Path.home().resolve()
     if resolved.parent == MODELS_DIR.resolve():
         where = f"{path.name}, shipped with the app"
